@@ -1,0 +1,152 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { AgentConfig } from '../plugins/config/agent-config.js';
+import { adminSocketPath, pluginSocketPath } from '../plugins/config/plugin-name.js';
+import { DockerEngine } from '../plugins/engine/docker-engine.js';
+import { BerthError, errorMessage, isBerthError } from '../plugins/errors/berth-error.js';
+import type { Logger } from '../plugins/logging/logger.js';
+import { createAdminApp } from '../plugins/server/admin-app.js';
+import { createPluginApp } from '../plugins/server/plugin-app.js';
+import { SocketHttpServer } from '../plugins/server/socket-http-server.js';
+import { socketIsLive } from '../plugins/server/unix-socket.js';
+import { FileStateStore } from '../plugins/state/file-state-store.js';
+import type { StateStore } from '../plugins/state/state-store.js';
+import { BERTH_VERSION } from '../plugins/version.js';
+import { MountReconciler, type ReconcileReport } from '../volume-driver/mount-reconciler.js';
+import { selectBackend } from '../volume-driver/storage/select-backend.js';
+import { UsageTracker } from '../volume-driver/usage-tracker.js';
+import { createVolumeAdminRoutes } from '../volume-driver/volume-admin-routes.js';
+import { createVolumePluginApi } from '../volume-driver/volume-plugin-api.js';
+import { VolumeRepository } from '../volume-driver/volume-repository.js';
+import { VolumeService } from '../volume-driver/volume-service.js';
+import { runDoctor } from './doctor.js';
+
+const RECONCILE_INTERVAL_MS = 60_000;
+
+/**
+ * The composition root: builds every service from the frozen config and owns their lifetime.
+ * It lives outside plugins/ because it wires the drivers, and plugins/ must not import them.
+ */
+export class Agent {
+  private pluginServer?: SocketHttpServer;
+  private adminServer?: SocketHttpServer;
+  private store?: StateStore;
+  private reconcileTimer: NodeJS.Timeout | undefined;
+  private stopping = false;
+  private lastReconcile: { at: string; report?: ReconcileReport; error?: string } | undefined;
+  private readonly startedAt = new Date();
+
+  constructor(
+    private readonly config: AgentConfig,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    const { config, log } = this;
+    const pluginSocket = pluginSocketPath(config.pluginDir, config.name);
+    // Refuse before touching any state: a live agent already serves this plugin name.
+    if (await socketIsLive(pluginSocket)) {
+      throw new BerthError('ERR_SOCKET_IN_USE', `another agent is serving ${pluginSocket}; stop it first or choose another --name`);
+    }
+    if (config.store.kind !== 'file') throw new BerthError('ERR_INVALID_CONFIG', 'the etcd state store is not available in this version; use --store file');
+    await mkdir(config.root, { recursive: true, mode: 0o700 });
+    const store = await FileStateStore.open(join(config.root, 'state', 'berth.db'));
+    this.store = store;
+
+    const backend = await selectBackend(config.backend, config.root);
+    const engine = new DockerEngine(config.dockerHost);
+    const repository = new VolumeRepository(store);
+    const reconciler = new MountReconciler(repository, engine, config.name, log.child({ component: 'mount-reconciler' }));
+    const volumes = new VolumeService({
+      repository,
+      backend,
+      usage: new UsageTracker(backend, log.child({ component: 'usage' })),
+      reconciler,
+      log: log.child({ component: 'volumes' }),
+    });
+    const recovered = await volumes.recover();
+    log.info({ ...recovered, backend: backend.kind }, 'volume state recovered');
+
+    this.pluginServer = new SocketHttpServer(
+      { path: pluginSocket, socketMode: 0o660, directoryMode: 0o755 },
+      createPluginApp([createVolumePluginApi(volumes)], log.child({ socket: 'plugin' }), config.bodyLimitBytes),
+    );
+    const adminRoutes = [
+      ...createVolumeAdminRoutes(volumes),
+      {
+        method: 'GET' as const,
+        path: '/v1/status',
+        handler: async () => {
+          const all = await volumes.list();
+          const engineState = await engine.info().then(
+            (info) => ({ endpoint: engine.endpoint, reachable: true, version: info.version }),
+            (error: unknown) => ({ endpoint: engine.endpoint, reachable: false, error: errorMessage(error) }),
+          );
+          return {
+            name: config.name,
+            version: BERTH_VERSION,
+            pid: process.pid,
+            startedAt: this.startedAt.toISOString(),
+            uptimeSeconds: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
+            root: config.root,
+            store: store.description,
+            backend: backend.kind,
+            pluginSocket,
+            adminSocket: adminSocketPath(config.runDir, config.name),
+            volumes: { total: all.length, mounted: all.filter((volume) => volume.mountCount > 0).length },
+            engine: engineState,
+            lastReconcile: this.lastReconcile ?? null,
+          };
+        },
+      },
+      {
+        method: 'GET' as const,
+        path: '/v1/doctor',
+        handler: async () => ({ checks: await runDoctor({ config, store, engine, backend, volumes, reconciler }) }),
+      },
+    ];
+    this.adminServer = new SocketHttpServer(
+      { path: adminSocketPath(config.runDir, config.name), socketMode: 0o600, directoryMode: 0o700 },
+      createAdminApp(adminRoutes, log.child({ socket: 'admin' }), config.bodyLimitBytes),
+    );
+    await this.adminServer.start();
+    await this.pluginServer.start();
+    log.info({ pluginSocket, adminSocket: this.adminServer.path, version: BERTH_VERSION }, 'agent serving');
+
+    this.scheduleReconcile(reconciler, 0);
+  }
+
+  /** Graceful stop: in-flight requests finish, sockets are unlinked, the store is flushed. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    clearTimeout(this.reconcileTimer);
+    await Promise.all([this.pluginServer?.close(), this.adminServer?.close()]);
+    await this.store?.close();
+    this.log.info('agent stopped');
+  }
+
+  /** Releases mounts lost while the agent or the engine was down; retries until the engine answers. */
+  private scheduleReconcile(reconciler: MountReconciler, delayMs: number, failures = 0): void {
+    if (this.stopping) return;
+    this.reconcileTimer = setTimeout(async () => {
+      let next = RECONCILE_INTERVAL_MS;
+      let failed = 0;
+      try {
+        const report = await reconciler.reconcile();
+        this.lastReconcile = { at: new Date().toISOString(), report };
+      } catch (error) {
+        this.lastReconcile = { at: new Date().toISOString(), error: errorMessage(error) };
+        if (isBerthError(error, 'ERR_ENGINE_UNAVAILABLE')) {
+          failed = failures + 1;
+          next = Math.min(1000 * 2 ** failures, 15_000);
+          if (failures === 0) this.log.warn({ err: errorMessage(error) }, 'engine not reachable yet; recorded mounts kept until it answers');
+        } else {
+          this.log.error({ err: error }, 'mount reconciliation failed');
+        }
+      }
+      this.scheduleReconcile(reconciler, next, failed);
+    }, delayMs);
+    this.reconcileTimer.unref();
+  }
+}

@@ -1,0 +1,69 @@
+import { parseArgs } from 'node:util';
+import { adminSocketPath } from '../plugins/config/plugin-name.js';
+import { errorMessage, isBerthError } from '../plugins/errors/berth-error.js';
+import { AdminClient } from './admin-client.js';
+import { cliDefaults } from './cli-config.js';
+import { runDoctorCommand } from './commands/doctor-command.js';
+import { runStatusCommand } from './commands/status-command.js';
+import { runVolumeCommand } from './commands/volume-command.js';
+
+export interface CliContext {
+  readonly client: AdminClient;
+  readonly json: boolean;
+  readonly positionals: readonly string[];
+}
+
+const USAGE = `usage: berth COMMAND [--name NAME] [--run-dir DIR] [--json]
+
+commands:
+  agent                  run the agent (see berth agent --help)
+  status                 show the agent's state
+  volume ls              list volumes
+  volume inspect NAME    show one volume with fresh usage figures
+  doctor                 check the host, the engine and the agent
+
+options:
+  --name NAME            which agent (plugin name; default berth, env BERTH_NAME)
+  --run-dir DIR          directory of the admin socket (default /run/berth, env BERTH_RUN_DIR)
+  --json                 machine-readable output`;
+
+const COMMANDS: Record<string, (context: CliContext) => Promise<number>> = {
+  status: runStatusCommand,
+  volume: runVolumeCommand,
+  doctor: runDoctorCommand,
+};
+
+export async function runCli(argv: readonly string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      options: { name: { type: 'string' }, 'run-dir': { type: 'string' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (error) {
+    process.stderr.write(`berth: ${errorMessage(error)}\n${USAGE}\n`);
+    return 2;
+  }
+  const [command, ...positionals] = parsed.positionals;
+  if (parsed.values.help || command === undefined || command === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return command === undefined && !parsed.values.help ? 2 : 0;
+  }
+  const run = COMMANDS[command];
+  if (!run) {
+    process.stderr.write(`berth: unknown command ${JSON.stringify(command)}\n${USAGE}\n`);
+    return 2;
+  }
+  const defaults = cliDefaults();
+  const socket = adminSocketPath(parsed.values['run-dir'] ?? defaults.runDir, parsed.values.name ?? defaults.name);
+  const json = parsed.values.json === true;
+  try {
+    return await run({ client: new AdminClient(socket), json, positionals });
+  } catch (error) {
+    if (json) process.stdout.write(`${JSON.stringify({ error: { code: isBerthError(error) ? error.code : 'ERR_INTERNAL', message: errorMessage(error) } })}\n`);
+    process.stderr.write(`berth: ${errorMessage(error)}\n`);
+    return 1;
+  }
+}

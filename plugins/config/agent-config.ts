@@ -1,0 +1,152 @@
+import { readFileSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { LevelWithSilent } from 'pino';
+import { BerthError, errorMessage } from '../errors/berth-error.js';
+import { LOG_LEVELS } from '../logging/logger.js';
+import { PLUGIN_NAME_PATTERN } from './plugin-name.js';
+
+export type BackendChoice = 'auto' | 'dir' | 'btrfs';
+export type StoreConfig = { readonly kind: 'file' } | { readonly kind: 'etcd'; readonly endpoints: readonly string[] };
+
+export interface AgentConfig {
+  /** Plugin name: the engine finds the agent as `<pluginDir>/<name>.sock`. */
+  readonly name: string;
+  /** Data root: volumes, state database, staging areas. */
+  readonly root: string;
+  /** Directory of the root-only admin socket `<runDir>/<name>.sock`. */
+  readonly runDir: string;
+  /** Directory the engine scans for legacy plugin sockets. */
+  readonly pluginDir: string;
+  readonly store: StoreConfig;
+  readonly backend: BackendChoice;
+  /** Engine API endpoint, used to reconcile mounts against the engine's containers. */
+  readonly dockerHost: string;
+  readonly logLevel: LevelWithSilent;
+  /** Largest request body accepted on either socket. */
+  readonly bodyLimitBytes: number;
+}
+
+export const DEFAULT_CONFIG: AgentConfig = Object.freeze({
+  name: 'berth',
+  root: '/var/lib/berth',
+  runDir: '/run/berth',
+  pluginDir: '/run/docker/plugins',
+  store: Object.freeze({ kind: 'file' }) as StoreConfig,
+  backend: 'auto',
+  dockerHost: 'unix:///var/run/docker.sock',
+  logLevel: 'info',
+  bodyLimitBytes: 1024 * 1024,
+});
+
+/** Flag name → (environment variable, config file key). */
+const SETTINGS = {
+  name: { env: 'BERTH_NAME', key: 'name' },
+  root: { env: 'BERTH_ROOT', key: 'root' },
+  'run-dir': { env: 'BERTH_RUN_DIR', key: 'runDir' },
+  'plugin-dir': { env: 'BERTH_PLUGIN_DIR', key: 'pluginDir' },
+  store: { env: 'BERTH_STORE', key: 'store' },
+  backend: { env: 'BERTH_BACKEND', key: 'backend' },
+  'docker-host': { env: 'BERTH_DOCKER_HOST', key: 'dockerHost' },
+  'log-level': { env: 'BERTH_LOG_LEVEL', key: 'logLevel' },
+} as const;
+type SettingFlag = keyof typeof SETTINGS;
+
+export const AGENT_USAGE = `usage: berth agent [options]
+  --name NAME          plugin name (default berth; env BERTH_NAME)
+  --root DIR           data root (default /var/lib/berth; env BERTH_ROOT)
+  --run-dir DIR        admin socket directory (default /run/berth; env BERTH_RUN_DIR)
+  --plugin-dir DIR     engine plugin socket directory (default /run/docker/plugins; env BERTH_PLUGIN_DIR)
+  --store file         state store (default file; env BERTH_STORE)
+  --backend KIND       storage backend: auto, dir or btrfs (default auto; env BERTH_BACKEND)
+  --docker-host URL    engine API socket (default unix:///var/run/docker.sock; env BERTH_DOCKER_HOST or DOCKER_HOST)
+  --log-level LEVEL    ${LOG_LEVELS.join(', ')} (default info; env BERTH_LOG_LEVEL)
+  --config FILE        JSON file with the same settings in camelCase (env BERTH_CONFIG)`;
+
+function invalid(message: string): BerthError {
+  return new BerthError('ERR_INVALID_CONFIG', message);
+}
+
+/** Precedence: flags, then BERTH_* variables, then the config file, then defaults. */
+export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): AgentConfig {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      options: {
+        ...Object.fromEntries(Object.keys(SETTINGS).map((flag) => [flag, { type: 'string' as const }])),
+        config: { type: 'string' },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (error) {
+    throw invalid(`${errorMessage(error)}\n${AGENT_USAGE}`);
+  }
+  const flags = parsed.values as Partial<Record<SettingFlag | 'config', string>>;
+  const configPath = flags.config ?? env.BERTH_CONFIG;
+  const file = configPath ? readConfigFile(configPath) : {};
+
+  const pick = (flag: SettingFlag): string | undefined => {
+    const { env: variable, key } = SETTINGS[flag];
+    const fromFile = file[key];
+    if (fromFile !== undefined && typeof fromFile !== 'string') throw invalid(`config file key ${key} must be a string`);
+    return flags[flag] ?? env[variable] ?? (flag === 'docker-host' ? env.DOCKER_HOST : undefined) ?? fromFile;
+  };
+
+  const name = pick('name') ?? DEFAULT_CONFIG.name;
+  if (!PLUGIN_NAME_PATTERN.test(name)) throw invalid(`plugin name ${JSON.stringify(name)} must match ${PLUGIN_NAME_PATTERN.source}`);
+  const backend = pick('backend') ?? DEFAULT_CONFIG.backend;
+  if (backend !== 'auto' && backend !== 'dir' && backend !== 'btrfs') throw invalid(`backend ${JSON.stringify(backend)} is not one of auto, dir, btrfs`);
+  const logLevel = pick('log-level') ?? DEFAULT_CONFIG.logLevel;
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw invalid(`log level ${JSON.stringify(logLevel)} is not one of ${LOG_LEVELS.join(', ')}`);
+  const dockerHost = pick('docker-host') ?? DEFAULT_CONFIG.dockerHost;
+  if (!dockerHost.startsWith('unix://') && !/^(tcp|http):\/\//.test(dockerHost)) throw invalid(`docker host ${JSON.stringify(dockerHost)} must be unix://PATH or tcp://HOST:PORT`);
+
+  return Object.freeze({
+    name,
+    root: absolutePath('root', pick('root') ?? DEFAULT_CONFIG.root),
+    runDir: absolutePath('run-dir', pick('run-dir') ?? DEFAULT_CONFIG.runDir),
+    pluginDir: absolutePath('plugin-dir', pick('plugin-dir') ?? DEFAULT_CONFIG.pluginDir),
+    store: parseStore(pick('store') ?? 'file'),
+    backend,
+    dockerHost,
+    logLevel: logLevel as LevelWithSilent,
+    bodyLimitBytes: DEFAULT_CONFIG.bodyLimitBytes,
+  });
+}
+
+function absolutePath(setting: string, value: string): string {
+  if (!isAbsolute(value)) throw invalid(`${setting} ${JSON.stringify(value)} must be an absolute path`);
+  return value.replace(/\/+$/, '') || '/';
+}
+
+function parseStore(value: string): StoreConfig {
+  if (value === 'file') return Object.freeze({ kind: 'file' });
+  if (value.startsWith('etcd://')) {
+    const endpoints = value.slice('etcd://'.length).split(',').filter((endpoint) => endpoint.length > 0);
+    if (endpoints.length === 0) throw invalid(`store ${JSON.stringify(value)} names no etcd endpoint`);
+    return Object.freeze({ kind: 'etcd', endpoints: Object.freeze(endpoints) });
+  }
+  throw invalid(`store ${JSON.stringify(value)} must be "file" or "etcd://HOST:PORT,..."`);
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw invalid(`cannot read config file ${path}: ${errorMessage(error)}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw invalid(`config file ${path} is not valid JSON: ${errorMessage(error)}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid(`config file ${path} must hold a JSON object`);
+  const known = new Set<string>(Object.values(SETTINGS).map((setting) => setting.key));
+  const unknown = Object.keys(value).filter((key) => !known.has(key));
+  if (unknown.length > 0) throw invalid(`config file ${path} has unknown keys ${unknown.join(', ')}; known keys: ${[...known].join(', ')}`);
+  return value as Record<string, unknown>;
+}

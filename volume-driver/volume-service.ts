@@ -1,0 +1,214 @@
+import { BerthError, errorMessage } from '../plugins/errors/berth-error.js';
+import type { Logger } from '../plugins/logging/logger.js';
+import { KeyedMutex } from '../plugins/util/keyed-mutex.js';
+import type { MountReconciler } from './mount-reconciler.js';
+import type { StorageBackend } from './storage/storage-backend.js';
+import type { UsageTracker } from './usage-tracker.js';
+import { validateVolumeName } from './volume-name.js';
+import { parseVolumeOptions } from './volume-options.js';
+import { mountCount, type VolumeRecord } from './volume-record.js';
+import type { VolumeRepository } from './volume-repository.js';
+
+export interface VolumeView {
+  readonly name: string;
+  readonly mountpoint: string;
+  readonly createdAt: string;
+  readonly backend: string;
+  readonly options: Readonly<Record<string, string>>;
+  readonly mountCount: number;
+  readonly mounts: Readonly<Record<string, number>>;
+  readonly usedBytes: number | null;
+  readonly usageMeasuredAt: string | null;
+}
+
+export interface VolumeServiceDeps {
+  readonly repository: VolumeRepository;
+  readonly backend: StorageBackend;
+  readonly usage: UsageTracker;
+  /** Absent when no engine is configured (unit tests); then stale mounts are never released. */
+  readonly reconciler?: MountReconciler;
+  readonly log: Logger;
+  /** How long Remove waits for the engine when checking whether recorded mounts are stale. */
+  readonly engineCheckTimeoutMs?: number;
+}
+
+/**
+ * Volume lifecycle. Every operation on one volume runs under that volume's lock; every state
+ * change is written to the store before it is acknowledged, so a crash at any point leaves
+ * either the old or the new state (see VolumeRecord for the in-flight markers).
+ */
+export class VolumeService {
+  private readonly locks = new KeyedMutex();
+
+  constructor(private readonly deps: VolumeServiceDeps) {}
+
+  async create(name: string, rawOptions: Readonly<Record<string, string>>, log: Logger = this.deps.log): Promise<VolumeView> {
+    validateVolumeName(name);
+    const options = parseVolumeOptions(rawOptions);
+    return this.locks.run(name, async () => {
+      const existing = await this.deps.repository.get(name);
+      if (existing) {
+        if (existing.record.state === 'ready' && sameOptions(existing.record.options, rawOptions)) return this.view(existing.record);
+        if (existing.record.state === 'ready') {
+          throw new BerthError('ERR_VOLUME_EXISTS', `volume ${name} already exists with options ${JSON.stringify(existing.record.options)}`);
+        }
+        throw new BerthError('ERR_VOLUME_BUSY', `volume ${name} is being ${existing.record.state === 'creating' ? 'created' : 'removed'}`);
+      }
+      const creating: VolumeRecord = {
+        name,
+        state: 'creating',
+        backend: this.deps.backend.kind,
+        options: { ...rawOptions },
+        createdAt: new Date().toISOString(),
+        mounts: {},
+      };
+      const revision = await this.deps.repository.put(creating, 0);
+      try {
+        await this.deps.backend.create(name, options);
+      } catch (error) {
+        await this.deps.repository.delete(name, revision).catch((rollbackError: unknown) =>
+          log.error({ err: rollbackError }, 'could not roll back the volume record; the next start will'),
+        );
+        throw error;
+      }
+      const ready: VolumeRecord = { ...creating, state: 'ready' };
+      await this.deps.repository.put(ready, revision);
+      log.info({ backend: ready.backend, options: ready.options }, 'volume created');
+      return this.view(ready);
+    });
+  }
+
+  async remove(name: string, log: Logger = this.deps.log): Promise<void> {
+    validateVolumeName(name);
+    await this.locks.run(name, async () => {
+      let current = await this.deps.repository.get(name);
+      if (!current) return; // already gone: removal is idempotent
+      if (mountCount(current.record) > 0) {
+        await this.releaseStaleMounts(name, log);
+        current = await this.deps.repository.get(name);
+        if (!current) return;
+        const count = mountCount(current.record);
+        if (count > 0) throw new BerthError('ERR_VOLUME_IN_USE', `volume ${name} is in use (${count} mount${count > 1 ? 's' : ''})`);
+      }
+      const removing: VolumeRecord = { ...current.record, state: 'removing' };
+      const revision = await this.deps.repository.put(removing, current.revision);
+      await this.deps.backend.remove(name);
+      await this.deps.repository.delete(name, revision);
+      this.deps.usage.forget(name);
+      log.info('volume removed');
+    });
+  }
+
+  async mount(name: string, mountId: string, log: Logger = this.deps.log): Promise<string> {
+    return this.locks.run(name, async () => {
+      const { record, revision } = await this.requireReady(name);
+      if (!(await this.deps.backend.exists(name))) {
+        throw new BerthError('ERR_STORAGE', `data of volume ${name} is missing at ${this.deps.backend.path(name)}`);
+      }
+      const mounts = { ...record.mounts, [mountId]: (record.mounts[mountId] ?? 0) + 1 };
+      await this.deps.repository.put({ ...record, mounts }, revision);
+      log.info({ mountId, mountCount: mountCount({ ...record, mounts }) }, 'volume mounted');
+      return this.deps.backend.path(name);
+    });
+  }
+
+  async unmount(name: string, mountId: string, log: Logger = this.deps.log): Promise<void> {
+    await this.locks.run(name, async () => {
+      const current = await this.deps.repository.get(name);
+      const held = current?.record.mounts[mountId];
+      if (!current || held === undefined) {
+        // Reconciliation may have released it already; the engine must still be able to stop the container.
+        log.warn({ mountId }, 'unmount of a mount that is not recorded; nothing to do');
+        return;
+      }
+      const mounts: Record<string, number> = { ...current.record.mounts };
+      if (held > 1) mounts[mountId] = held - 1;
+      else delete mounts[mountId];
+      await this.deps.repository.put({ ...current.record, mounts }, current.revision);
+      log.info({ mountId, mountCount: mountCount({ ...current.record, mounts }) }, 'volume unmounted');
+    });
+  }
+
+  async get(name: string): Promise<VolumeView> {
+    return this.view((await this.requireReady(name)).record);
+  }
+
+  async path(name: string): Promise<string> {
+    await this.requireReady(name);
+    return this.deps.backend.path(name);
+  }
+
+  async list(): Promise<VolumeView[]> {
+    return (await this.deps.repository.list()).filter(({ record }) => record.state === 'ready').map(({ record }) => this.view(record));
+  }
+
+  /** Fresh usage figures, for operators. */
+  async inspect(name: string): Promise<VolumeView> {
+    const { record } = await this.requireReady(name);
+    await this.deps.usage.measure(name);
+    return this.view(record);
+  }
+
+  /**
+   * Finishes or rolls back what a crash interrupted; runs before the agent serves requests.
+   * A `creating` volume was never acknowledged to the engine, so it is rolled back; a
+   * `removing` one was already being deleted, so the removal is finished.
+   */
+  async recover(): Promise<{ rolledBack: string[]; finishedRemovals: string[] }> {
+    await this.deps.backend.prepare();
+    const rolledBack: string[] = [];
+    const finishedRemovals: string[] = [];
+    for (const { record, revision } of await this.deps.repository.list()) {
+      if (record.state === 'ready') continue;
+      await this.deps.backend.remove(record.name);
+      await this.deps.repository.delete(record.name, revision);
+      (record.state === 'creating' ? rolledBack : finishedRemovals).push(record.name);
+      this.deps.log.warn({ volume: record.name, state: record.state }, 'completed a volume operation interrupted by a crash');
+    }
+    return { rolledBack, finishedRemovals };
+  }
+
+  private async releaseStaleMounts(name: string, log: Logger): Promise<void> {
+    const reconciler = this.deps.reconciler;
+    if (!reconciler) return;
+    const timeoutMs = this.deps.engineCheckTimeoutMs ?? 3000;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        reconciler.reconcile(name),
+        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs))),
+      ]);
+    } catch (error) {
+      log.warn({ err: errorMessage(error) }, 'could not ask the engine whether recorded mounts are stale');
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async requireReady(name: string): Promise<{ record: VolumeRecord; revision: number }> {
+    validateVolumeName(name);
+    const found = await this.deps.repository.get(name);
+    if (!found || found.record.state !== 'ready') throw new BerthError('ERR_VOLUME_NOT_FOUND', `volume ${name} does not exist`);
+    return found;
+  }
+
+  private view(record: VolumeRecord): VolumeView {
+    const usage = this.deps.usage.peek(record.name);
+    return {
+      name: record.name,
+      mountpoint: this.deps.backend.path(record.name),
+      createdAt: record.createdAt,
+      backend: record.backend,
+      options: record.options,
+      mountCount: mountCount(record),
+      mounts: record.mounts,
+      usedBytes: usage?.usedBytes ?? null,
+      usageMeasuredAt: usage?.measuredAt ?? null,
+    };
+  }
+}
+
+function sameOptions(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((key) => a[key] === b[key]);
+}
