@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
-import { isBerthError, type BerthError, type BerthErrorCode } from '../../plugins/errors/berth-error.js';
 import { FileStateStore, type FileStateStoreOptions } from '../../plugins/state/file-state-store.js';
 import type { WatchEvent } from '../../plugins/state/state-store.js';
 import { describeStateStoreContract } from './state-store-contract.js';
+import { expectBerthError } from '../helpers/expect-berth-error.js';
 
 describeStateStoreContract('FileStateStore', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'berth-state-contract-'));
@@ -273,15 +273,6 @@ describe('FileStateStore', function () {
   });
 });
 
-async function expectBerthError(promise: Promise<unknown>, code: BerthErrorCode): Promise<BerthError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isBerthError(error, code)) return error;
-    throw new Error(`expected a BerthError ${code}, got ${String(error)}`, { cause: error });
-  }
-  throw new Error(`expected a BerthError ${code}, but the call succeeded`);
-}
 
 async function waitUntil(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

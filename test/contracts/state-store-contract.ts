@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'chai';
-import { isBerthError, type BerthError, type BerthErrorCode } from '../../plugins/errors/berth-error.js';
 import { updateEntry, type StateStore, type WatchEvent } from '../../plugins/state/state-store.js';
+import { expectBerthError } from '../helpers/expect-berth-error.js';
 
 export interface StateStoreFixture {
   /** A store no one else writes to during the test. */
@@ -544,12 +544,3 @@ async function waitUntil(condition: () => Promise<boolean>, timeoutMs: number, w
   }
 }
 
-async function expectBerthError(promise: Promise<unknown>, code: BerthErrorCode): Promise<BerthError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (isBerthError(error, code)) return error;
-    throw new Error(`expected a BerthError ${code}, got ${String(error)}`, { cause: error });
-  }
-  throw new Error(`expected a BerthError ${code}, but the call succeeded`);
-}

@@ -9,23 +9,14 @@ import { appendFileSync, closeSync, existsSync, openSync, readFileSync, rmSync }
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { AgentProcess } from './agent-process.js';
+import type { HostRecord } from './cluster-teardown.js';
 import { readLogTail } from './log-tail.js';
 import { exitPromise, isProcessAlive, killAll, namespaceInode, pidsInNamespaces, processName, waitForChildExit, type ExitStatus } from './processes.js';
 import { checkCommand, formatCommand, runCommand, type CommandResult, type RunOptions } from './run-command.js';
 import { AbortWait, waitUntil } from './wait-until.js';
 
-/** Paths and names fixed when the cluster is laid out; see startCluster. */
-export interface HostLayout {
-  name: string;
-  netns: string;
-  address: string;
-  /** Directory holding everything of this host. */
-  dir: string;
-  /** nsfs bind mount pinning the host's mount namespace. */
-  mountNamespaceFile: string;
-  /** cgroup parent of this engine's containers (a name, without leading slash). */
-  cgroupParent: string;
-}
+/** Paths and names fixed when the cluster is laid out (the same fields cluster.json records); see startCluster. */
+export type HostLayout = HostRecord;
 
 /** Settings shared by all hosts of a cluster. */
 export interface HostContext {

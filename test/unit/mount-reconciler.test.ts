@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { expectBerthError } from '../helpers/expect-berth-error.js';
 import { startVolumeStack, type VolumeStack } from '../helpers/volume-stack.js';
 
 describe('mount reconciliation against the engine', () => {
@@ -19,9 +20,8 @@ describe('mount reconciliation against the engine', () => {
   it('keeps mounts held by a running or paused container and refuses Remove', async () => {
     for (const state of ['running', 'paused', 'restarting', 'created']) {
       stack.engine.containers = [{ id: 'c1', name: 'db', state, mounts: [{ name: 'pg', driver: 'berth' }] }];
-      let error: unknown;
-      await stack.service.remove('pg').catch((caught: unknown) => (error = caught));
-      expect((error as Error).message, state).to.equal('volume pg is in use (1 mount)');
+      const error = await expectBerthError(stack.service.remove('pg'), 'ERR_VOLUME_IN_USE');
+      expect(error.message, state).to.equal('volume pg is in use (1 mount)');
     }
   });
 
@@ -49,9 +49,8 @@ describe('mount reconciliation against the engine', () => {
 
   it('keeps recorded mounts when the engine cannot be asked', async () => {
     stack.engine.reachable = false;
-    let error: unknown;
-    await stack.service.remove('pg').catch((caught: unknown) => (error = caught));
-    expect((error as Error).message).to.equal('volume pg is in use (1 mount)');
+    const error = await expectBerthError(stack.service.remove('pg'), 'ERR_VOLUME_IN_USE');
+    expect(error.message).to.equal('volume pg is in use (1 mount)');
     expect((await stack.service.get('pg')).mountCount).to.equal(1);
   });
 });

@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { makeTempDir } from '../helpers/temp-dir.js';
+import { expectBerthError } from '../helpers/expect-berth-error.js';
 import { startVolumeStack } from '../helpers/volume-stack.js';
 import type { VolumeRecord } from '../../volume-driver/volume-record.js';
 
@@ -48,9 +49,8 @@ describe('volume crash recovery', () => {
     try {
       await stack.repository.put(record('in-flight', 'creating'), 0);
       expect(await stack.service.list()).to.deep.equal([]);
-      let error: unknown;
-      await stack.service.get('in-flight').catch((caught: unknown) => (error = caught));
-      expect((error as Error).message).to.equal('volume in-flight does not exist');
+      const error = await expectBerthError(stack.service.get('in-flight'), 'ERR_VOLUME_NOT_FOUND');
+      expect(error.message).to.equal('volume in-flight does not exist');
     } finally {
       await stack.dispose();
     }
