@@ -12,6 +12,10 @@ import { socketIsLive } from '../plugins/server/unix-socket.js';
 import { FileStateStore } from '../plugins/state/file-state-store.js';
 import type { StateStore } from '../plugins/state/state-store.js';
 import { BERTH_VERSION } from '../plugins/version.js';
+import { KeyedMutex } from '../plugins/util/keyed-mutex.js';
+import { createSnapshotAdminRoutes } from '../volume-driver/snapshots/snapshot-admin-routes.js';
+import { SnapshotScheduler } from '../volume-driver/snapshots/snapshot-scheduler.js';
+import { SnapshotService } from '../volume-driver/snapshots/snapshot-service.js';
 import { MountReconciler, type ReconcileReport } from '../volume-driver/mount-reconciler.js';
 import { selectBackend } from '../volume-driver/storage/select-backend.js';
 import { UsageTracker } from '../volume-driver/usage-tracker.js';
@@ -31,6 +35,7 @@ export class Agent {
   private pluginServer?: SocketHttpServer;
   private adminServer?: SocketHttpServer;
   private store?: StateStore;
+  private scheduler?: SnapshotScheduler;
   private reconcileTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private lastReconcile: { at: string; report?: ReconcileReport; error?: string } | undefined;
@@ -53,17 +58,21 @@ export class Agent {
     const store = await FileStateStore.open(join(config.root, 'state', 'berth.db'));
     this.store = store;
 
-    const backend = await selectBackend(config.backend, config.root);
+    const backend = await selectBackend(config, log.child({ component: 'storage' }));
     const engine = new DockerEngine(config.dockerHost);
     const repository = new VolumeRepository(store);
     const reconciler = new MountReconciler(repository, engine, config.name, log.child({ component: 'mount-reconciler' }));
+    const locks = new KeyedMutex();
     const volumes = new VolumeService({
       repository,
+      locks,
       backend,
       usage: new UsageTracker(backend, log.child({ component: 'usage' })),
       reconciler,
       log: log.child({ component: 'volumes' }),
     });
+    const snapshots = new SnapshotService({ repository, backend, locks, engine, driverName: config.name, log: log.child({ component: 'snapshots' }) });
+    this.scheduler = new SnapshotScheduler(repository, snapshots, log.child({ component: 'snapshot-schedule' }));
     const recovered = await volumes.recover();
     log.info({ ...recovered, backend: backend.kind }, 'volume state recovered');
 
@@ -73,6 +82,7 @@ export class Agent {
     );
     const adminRoutes = [
       ...createVolumeAdminRoutes(volumes),
+      ...createSnapshotAdminRoutes(snapshots),
       {
         method: 'GET' as const,
         path: '/v1/status',
@@ -114,6 +124,7 @@ export class Agent {
     log.info({ pluginSocket, adminSocket: this.adminServer.path, version: BERTH_VERSION }, 'agent serving');
 
     this.scheduleReconcile(reconciler, 0);
+    this.scheduler.start();
   }
 
   /** Graceful stop: in-flight requests finish, sockets are unlinked, the store is flushed. */
@@ -121,6 +132,7 @@ export class Agent {
     if (this.stopping) return;
     this.stopping = true;
     clearTimeout(this.reconcileTimer);
+    this.scheduler?.stop();
     await Promise.all([this.pluginServer?.close(), this.adminServer?.close()]);
     await this.store?.close();
     this.log.info('agent stopped');

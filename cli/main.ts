@@ -4,6 +4,7 @@ import { errorMessage, isBerthError } from '../plugins/errors/berth-error.js';
 import { AdminClient } from './admin-client.js';
 import { cliDefaults } from './cli-config.js';
 import { runDoctorCommand } from './commands/doctor-command.js';
+import { runSnapshotCommand } from './commands/snapshot-command.js';
 import { runStatusCommand } from './commands/status-command.js';
 import { runVolumeCommand } from './commands/volume-command.js';
 
@@ -11,6 +12,7 @@ export interface CliContext {
   readonly client: AdminClient;
   readonly json: boolean;
   readonly positionals: readonly string[];
+  readonly force: boolean;
 }
 
 const USAGE = `usage: berth COMMAND [--name NAME] [--run-dir DIR] [--json]
@@ -20,17 +22,25 @@ commands:
   status                 show the agent's state
   volume ls              list volumes
   volume inspect NAME    show one volume with fresh usage figures
+  snapshot create VOL [NAME]        take a snapshot (name defaults to snap-<UTC time>)
+  snapshot ls VOL                   list a volume's snapshots
+  snapshot rm VOL@SNAP              delete a snapshot
+  snapshot restore VOL@SNAP [--force]
+                         replace the volume's content with the snapshot's; the replaced content is
+                         kept as a pre-restore snapshot; --force stops and restarts containers using it
   doctor                 check the host, the engine and the agent
 
 options:
   --name NAME            which agent (plugin name; default berth, env BERTH_NAME)
   --run-dir DIR          directory of the admin socket (default /run/berth, env BERTH_RUN_DIR)
-  --json                 machine-readable output`;
+  --json                 machine-readable output
+  --force                allow a restore of a mounted volume`;
 
 const COMMANDS: Record<string, (context: CliContext) => Promise<number>> = {
   status: runStatusCommand,
   volume: runVolumeCommand,
   doctor: runDoctorCommand,
+  snapshot: runSnapshotCommand,
 };
 
 export async function runCli(argv: readonly string[]): Promise<number> {
@@ -38,7 +48,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
   try {
     parsed = parseArgs({
       args: [...argv],
-      options: { name: { type: 'string' }, 'run-dir': { type: 'string' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } },
+      options: { name: { type: 'string' }, 'run-dir': { type: 'string' }, json: { type: 'boolean', default: false }, force: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } },
       allowPositionals: true,
       strict: true,
     });
@@ -60,7 +70,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
   const socket = adminSocketPath(parsed.values['run-dir'] ?? defaults.runDir, parsed.values.name ?? defaults.name);
   const json = parsed.values.json === true;
   try {
-    return await run({ client: new AdminClient(socket), json, positionals });
+    return await run({ client: new AdminClient(socket), json, positionals, force: parsed.values.force === true });
   } catch (error) {
     if (json) process.stdout.write(`${JSON.stringify({ error: { code: isBerthError(error) ? error.code : 'ERR_INTERNAL', message: errorMessage(error) } })}\n`);
     process.stderr.write(`berth: ${errorMessage(error)}\n`);

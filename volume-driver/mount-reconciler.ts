@@ -1,7 +1,8 @@
-import { ACTIVE_CONTAINER_STATES, type Engine } from '../plugins/engine/engine.js';
+import type { Engine } from '../plugins/engine/engine.js';
 import type { Logger } from '../plugins/logging/logger.js';
 import { mountCount } from './volume-record.js';
 import type { VolumeRepository } from './volume-repository.js';
+import { findVolumeUsers } from './volume-users.js';
 
 export interface ReconcileReport {
   readonly checked: number;
@@ -51,19 +52,7 @@ export class MountReconciler {
 
   /** Volume name → names of active containers that mount it through this driver. */
   async activeUsers(): Promise<Map<string, string[]>> {
-    const users = new Map<string, string[]>();
-    for (const container of await this.engine.listContainers()) {
-      if (!ACTIVE_CONTAINER_STATES.has(container.state)) continue;
-      for (const mount of container.mounts) {
-        if (!this.isOurs(mount.driver)) continue;
-        users.set(mount.name, [...(users.get(mount.name) ?? []), container.name]);
-      }
-    }
-    return users;
-  }
-
-  /** Managed plugins are known to the engine as `name:latest`. */
-  private isOurs(driver: string): boolean {
-    return driver === this.driverName || driver === `${this.driverName}:latest`;
+    const users = await findVolumeUsers(this.engine, this.driverName);
+    return new Map([...users].map(([volume, containers]) => [volume, containers.map((container) => container.name)]));
   }
 }

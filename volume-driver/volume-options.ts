@@ -1,4 +1,7 @@
 import { BerthError } from '../plugins/errors/berth-error.js';
+import { parseByteSize } from '../plugins/util/byte-size.js';
+import { parseDuration } from '../plugins/util/duration.js';
+import { isValidVolumeName } from './volume-name.js';
 
 /** Options as validated and normalised at create time; stored with the volume. */
 export interface VolumeOptions {
@@ -7,6 +10,14 @@ export interface VolumeOptions {
   readonly gid?: number;
   /** Permission bits of the volume's root directory. */
   readonly mode?: number;
+  /** Most bytes the volume may hold (`size`); only backends with `capabilities.sizeLimit` enforce it. */
+  readonly sizeBytes?: number;
+  /** Take a scheduled snapshot this often (`snapshot-every`). */
+  readonly snapshotEveryMs?: number;
+  /** Keep this many scheduled snapshots (`snapshot-keep`); older ones are pruned. */
+  readonly snapshotKeep?: number;
+  /** Create the volume as a clone of this snapshot (`from-snapshot=VOLUME@SNAPSHOT`). */
+  readonly fromSnapshot?: { readonly volume: string; readonly snapshot: string };
 }
 
 interface OptionSpec {
@@ -15,6 +26,9 @@ interface OptionSpec {
 }
 
 const MAX_ID = 2 ** 32 - 2;
+/** Smaller limits leave no room for a filesystem's own metadata; every write would fail. */
+const MIN_SIZE_BYTES = 1024 * 1024;
+const MIN_SNAPSHOT_INTERVAL_MS = 10_000;
 
 function parseId(key: string, value: string): number {
   if (!/^\d{1,10}$/.test(value) || Number(value) > MAX_ID) throw new BerthError('ERR_INVALID_OPTION', `option ${key}=${JSON.stringify(value)} must be a numeric id between 0 and ${MAX_ID}`);
@@ -29,6 +43,43 @@ const OPTION_SPECS: Readonly<Record<string, OptionSpec>> = {
     apply: (value, into) => {
       if (!/^0?[0-7]{3,4}$/.test(value)) throw new BerthError('ERR_INVALID_OPTION', `option mode=${JSON.stringify(value)} must be octal permissions such as 0755`);
       into.mode = parseInt(value, 8);
+    },
+  },
+  size: {
+    description: 'most bytes the volume may hold, e.g. 10G (units K, M, G, T; plain bytes accepted; btrfs backend)',
+    apply: (value, into) => {
+      const bytes = parseByteSize(value);
+      if (bytes === undefined || bytes < MIN_SIZE_BYTES) {
+        throw new BerthError('ERR_INVALID_OPTION', `option size=${JSON.stringify(value)} must be a size of at least 1M such as 512M or 10G`);
+      }
+      into.sizeBytes = bytes;
+    },
+  },
+  'snapshot-every': {
+    description: 'take a scheduled snapshot this often, e.g. 15m, 1h, 1d (at least 10s)',
+    apply: (value, into) => {
+      const ms = parseDuration(value);
+      if (ms === undefined || ms < MIN_SNAPSHOT_INTERVAL_MS) throw new BerthError('ERR_INVALID_OPTION', `option snapshot-every=${JSON.stringify(value)} must be a duration of at least 10s such as 15m or 1h`);
+      into.snapshotEveryMs = ms;
+    },
+  },
+  'snapshot-keep': {
+    description: 'how many scheduled snapshots to keep (older ones are pruned; manual snapshots never are)',
+    apply: (value, into) => {
+      if (!/^\d{1,6}$/.test(value) || Number(value) < 1) throw new BerthError('ERR_INVALID_OPTION', `option snapshot-keep=${JSON.stringify(value)} must be a whole number of at least 1`);
+      into.snapshotKeep = Number(value);
+    },
+  },
+  'from-snapshot': {
+    description: 'create the volume as a copy of a snapshot: VOLUME@SNAPSHOT',
+    apply: (value, into) => {
+      const at = value.indexOf('@');
+      const volume = value.slice(0, at);
+      const snapshot = value.slice(at + 1);
+      if (at <= 0 || !isValidVolumeName(volume) || !isValidVolumeName(snapshot)) {
+        throw new BerthError('ERR_INVALID_OPTION', `option from-snapshot=${JSON.stringify(value)} must name a snapshot as VOLUME@SNAPSHOT`);
+      }
+      into.fromSnapshot = { volume, snapshot };
     },
   },
 };

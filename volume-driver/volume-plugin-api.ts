@@ -26,7 +26,7 @@ export function createVolumePluginApi(volumes: VolumeService): PluginApi {
       Path: async (body): Promise<VolumeMountResponse> => ({ Mountpoint: await volumes.path(requiredString(body, 'Name')) }),
       Get: async (body): Promise<VolumeGetResponse> => ({ Volume: toWireVolume(await volumes.get(requiredString(body, 'Name'))) }),
       List: async (): Promise<VolumeListResponse> => ({
-        Volumes: (await volumes.list()).map((volume) => ({ Name: volume.name, Mountpoint: volume.mountpoint })),
+        Volumes: (await volumes.listMountpoints()).map((volume) => ({ Name: volume.name, Mountpoint: volume.mountpoint })),
       }),
       Capabilities: (): VolumeCapabilitiesResponse => ({ Capabilities: { Scope: 'local' } }),
     },

@@ -1,5 +1,5 @@
 import { BerthError, isBerthError } from '../plugins/errors/berth-error.js';
-import type { StateStore } from '../plugins/state/state-store.js';
+import type { StateStore, StoredEntry } from '../plugins/state/state-store.js';
 import { parseVolumeRecord, serializeVolumeRecord, type VolumeRecord } from './volume-record.js';
 
 export interface VersionedVolume {
@@ -12,16 +12,28 @@ const PREFIX = 'volumes/';
 
 /** Owns the key layout of volume records; services never touch raw keys. */
 export class VolumeRepository {
+  /** Parsed records by key, valid for one modRevision: List and Get stay cheap with many volumes. */
+  private readonly parsed = new Map<string, VersionedVolume>();
+
   constructor(private readonly store: StateStore) {}
 
   async get(name: string): Promise<VersionedVolume | undefined> {
     const entry = await this.store.get(PREFIX + name);
-    return entry ? { record: parseVolumeRecord(entry.key, entry.value), revision: entry.modRevision } : undefined;
+    return entry ? this.parse(entry) : undefined;
   }
 
   async list(): Promise<VersionedVolume[]> {
     const { entries } = await this.store.list(PREFIX);
-    return entries.map((entry) => ({ record: parseVolumeRecord(entry.key, entry.value), revision: entry.modRevision }));
+    if (this.parsed.size > entries.length * 2) this.parsed.clear(); // drop records of removed volumes
+    return entries.map((entry) => this.parse(entry));
+  }
+
+  private parse(entry: StoredEntry): VersionedVolume {
+    const cached = this.parsed.get(entry.key);
+    if (cached && cached.revision === entry.modRevision) return cached;
+    const fresh = { record: parseVolumeRecord(entry.key, entry.value), revision: entry.modRevision };
+    this.parsed.set(entry.key, fresh);
+    return fresh;
   }
 
   /** Writes only if the record is still at `expectRevision` (0: must not exist); returns the new revision. */

@@ -5,7 +5,7 @@ import type { MountReconciler } from './mount-reconciler.js';
 import type { StorageBackend } from './storage/storage-backend.js';
 import type { UsageTracker } from './usage-tracker.js';
 import { validateVolumeName } from './volume-name.js';
-import { parseVolumeOptions } from './volume-options.js';
+import { parseVolumeOptions, type VolumeOptions } from './volume-options.js';
 import { mountCount, type VolumeRecord } from './volume-record.js';
 import type { VolumeRepository } from './volume-repository.js';
 
@@ -30,6 +30,8 @@ export interface VolumeServiceDeps {
   readonly log: Logger;
   /** How long Remove waits for the engine when checking whether recorded mounts are stale. */
   readonly engineCheckTimeoutMs?: number;
+  /** Per-volume locks, shared with every service that changes a volume's data (snapshots, restore). */
+  readonly locks?: KeyedMutex;
 }
 
 /**
@@ -38,13 +40,16 @@ export interface VolumeServiceDeps {
  * either the old or the new state (see VolumeRecord for the in-flight markers).
  */
 export class VolumeService {
-  private readonly locks = new KeyedMutex();
+  private readonly locks: KeyedMutex;
 
-  constructor(private readonly deps: VolumeServiceDeps) {}
+  constructor(private readonly deps: VolumeServiceDeps) {
+    this.locks = deps.locks ?? new KeyedMutex();
+  }
 
   async create(name: string, rawOptions: Readonly<Record<string, string>>, log: Logger = this.deps.log): Promise<VolumeView> {
     validateVolumeName(name);
     const options = parseVolumeOptions(rawOptions);
+    this.checkSupported(options);
     return this.locks.run(name, async () => {
       const existing = await this.deps.repository.get(name);
       if (existing) {
@@ -64,7 +69,16 @@ export class VolumeService {
       };
       const revision = await this.deps.repository.put(creating, 0);
       try {
-        await this.deps.backend.create(name, options);
+        const source = options.fromSnapshot;
+        if (source) {
+          // Hold the source's lock so its snapshot cannot be removed or restored mid-copy.
+          await this.locks.run(source.volume, async () => {
+            await this.requireSnapshot(source.volume, source.snapshot);
+            await this.deps.backend.cloneSnapshot(source.volume, source.snapshot, name, options);
+          });
+        } else {
+          await this.deps.backend.create(name, options);
+        }
       } catch (error) {
         await this.deps.repository.delete(name, revision).catch((rollbackError: unknown) =>
           log.error({ err: rollbackError }, 'could not roll back the volume record; the next start will'),
@@ -139,7 +153,16 @@ export class VolumeService {
   }
 
   async list(): Promise<VolumeView[]> {
-    return (await this.deps.repository.list()).filter(({ record }) => record.state === 'ready').map(({ record }) => this.view(record));
+    return (await this.readyRecords()).map((record) => this.view(record));
+  }
+
+  /** Names and paths only: the engine calls List on every `docker volume ls`, so it stays cheap. */
+  async listMountpoints(): Promise<Array<{ name: string; mountpoint: string }>> {
+    return (await this.readyRecords()).map((record) => ({ name: record.name, mountpoint: this.deps.backend.path(record.name) }));
+  }
+
+  private async readyRecords(): Promise<VolumeRecord[]> {
+    return (await this.deps.repository.list()).filter(({ record }) => record.state === 'ready').map(({ record }) => record);
   }
 
   /** Fresh usage figures, for operators. */
@@ -182,6 +205,25 @@ export class VolumeService {
       log.warn({ err: errorMessage(error) }, 'could not ask the engine whether recorded mounts are stale');
     } finally {
       clearTimeout(timer);
+    }
+  }
+
+  /** Options the backend cannot honour are refused rather than silently ignored. */
+  private checkSupported(options: VolumeOptions): void {
+    const { backend } = this.deps;
+    if (options.sizeBytes !== undefined && !backend.capabilities.sizeLimit) {
+      throw new BerthError('ERR_INVALID_OPTION', `option size needs a backend that enforces size limits (btrfs); this agent uses ${backend.kind}`);
+    }
+    if (options.snapshotKeep !== undefined && options.snapshotEveryMs === undefined) {
+      throw new BerthError('ERR_INVALID_OPTION', 'option snapshot-keep needs snapshot-every');
+    }
+  }
+
+  private async requireSnapshot(volume: string, snapshot: string): Promise<void> {
+    const source = await this.deps.repository.get(volume);
+    if (!source || source.record.state !== 'ready') throw new BerthError('ERR_VOLUME_NOT_FOUND', `option from-snapshot names volume ${volume}, which does not exist`);
+    if (!(await this.deps.backend.listSnapshots(volume)).some((candidate) => candidate.name === snapshot)) {
+      throw new BerthError('ERR_SNAPSHOT_NOT_FOUND', `option from-snapshot names snapshot ${volume}@${snapshot}, which does not exist`);
     }
   }
 

@@ -53,6 +53,7 @@ export interface BenchResults {
     readonly seed: number;
     readonly image: string;
     readonly agentArgs: readonly string[];
+    readonly agentEntry: string;
   };
   readonly lifecycle: {
     readonly berth: DriverLifecycle;

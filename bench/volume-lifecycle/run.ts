@@ -28,6 +28,7 @@ interface Options {
   seed: number;
   out: string;
   agentArgs: string[];
+  agentEntry: string | undefined;
 }
 
 const USAGE = `usage: node dist/bench/volume-lifecycle/run.js [options]
@@ -41,7 +42,8 @@ const USAGE = `usage: node dist/bench/volume-lifecycle/run.js [options]
   --concurrency N   parallel requests when creating the bulk volumes (default 4)
   --seed N          seed of the random volume picks (default 1)
   --out FILE        results JSON (default bench/volume-lifecycle/results.json); results.md is written next to it
-  --agent-arg ARG   extra argument for the agent (repeatable), e.g. --agent-arg=--log-level=debug`;
+  --agent-arg ARG   extra argument for the agent (repeatable), e.g. --agent-arg=--log-level=debug
+  --agent-entry JS  the agent's entry script (default dist/bin/berth.js), to compare another build`;
 
 const TARGET_LIFECYCLE_RATIO = 1.25;
 const TARGET_LOOKUP_P99_MS = 5;
@@ -68,7 +70,7 @@ async function main(): Promise<number> {
   let results: BenchResults;
   try {
     await ensureBusyboxImage(host);
-    const agent = await host.startAgent({ args: options.agentArgs });
+    const agent = await host.startAgent({ args: options.agentArgs, ...(options.agentEntry === undefined ? {} : { entry: options.agentEntry }) });
     const pid = agent.pid;
     const machine = await describeMachine(host);
     const rssIdle = rssMiB(pid, 'VmRSS');
@@ -111,6 +113,7 @@ async function main(): Promise<number> {
         seed: options.seed,
         image: BUSYBOX_IMAGE,
         agentArgs: options.agentArgs,
+        agentEntry: options.agentEntry ?? 'dist/bin/berth.js',
       },
       lifecycle,
       plugin: lookups.plugin,
@@ -435,6 +438,7 @@ function parseOptions(argv: string[]): Options {
       seed: { type: 'string' },
       out: { type: 'string' },
       'agent-arg': { type: 'string', multiple: true },
+      'agent-entry': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -460,6 +464,7 @@ function parseOptions(argv: string[]): Options {
     seed: int('seed', values.seed, 1, 0, 2 ** 32 - 1),
     out: values.out === undefined ? join(repoRoot, 'bench', 'volume-lifecycle', 'results.json') : resolve(values.out),
     agentArgs: values['agent-arg'] ?? [],
+    agentEntry: values['agent-entry'] === undefined ? undefined : resolve(values['agent-entry']),
   };
 }
 

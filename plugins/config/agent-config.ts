@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
-import { isAbsolute } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { LevelWithSilent } from 'pino';
 import { BerthError, errorMessage } from '../errors/berth-error.js';
 import { LOG_LEVELS } from '../logging/logger.js';
+import { formatByteSize, parseByteSize } from '../util/byte-size.js';
 import { PLUGIN_NAME_PATTERN } from './plugin-name.js';
 
 export type BackendChoice = 'auto' | 'dir' | 'btrfs';
@@ -20,6 +21,10 @@ export interface AgentConfig {
   readonly pluginDir: string;
   readonly store: StoreConfig;
   readonly backend: BackendChoice;
+  /** Pool file for the btrfs backend: created (sparse), formatted once and loop-mounted at `<root>/pool`. */
+  readonly btrfsPool?: string;
+  /** Size in bytes of a pool file the agent creates; an existing pool keeps its size. */
+  readonly poolSize: number;
   /** Engine API endpoint, used to reconcile mounts against the engine's containers. */
   readonly dockerHost: string;
   readonly logLevel: LevelWithSilent;
@@ -34,6 +39,7 @@ export const DEFAULT_CONFIG: AgentConfig = Object.freeze({
   pluginDir: '/run/docker/plugins',
   store: Object.freeze({ kind: 'file' }) as StoreConfig,
   backend: 'auto',
+  poolSize: 20 * 1024 ** 3,
   dockerHost: 'unix:///var/run/docker.sock',
   logLevel: 'info',
   bodyLimitBytes: 1024 * 1024,
@@ -47,6 +53,8 @@ const SETTINGS = {
   'plugin-dir': { env: 'BERTH_PLUGIN_DIR', key: 'pluginDir' },
   store: { env: 'BERTH_STORE', key: 'store' },
   backend: { env: 'BERTH_BACKEND', key: 'backend' },
+  'btrfs-pool': { env: 'BERTH_BTRFS_POOL', key: 'btrfsPool' },
+  'pool-size': { env: 'BERTH_POOL_SIZE', key: 'poolSize' },
   'docker-host': { env: 'BERTH_DOCKER_HOST', key: 'dockerHost' },
   'log-level': { env: 'BERTH_LOG_LEVEL', key: 'logLevel' },
 } as const;
@@ -58,7 +66,11 @@ export const AGENT_USAGE = `usage: berth agent [options]
   --run-dir DIR        admin socket directory (default /run/berth; env BERTH_RUN_DIR)
   --plugin-dir DIR     engine plugin socket directory (default /run/docker/plugins; env BERTH_PLUGIN_DIR)
   --store file         state store (default file; env BERTH_STORE)
-  --backend KIND       storage backend: auto, dir or btrfs (default auto; env BERTH_BACKEND)
+  --backend KIND       storage backend: auto, dir or btrfs (default auto; env BERTH_BACKEND);
+                       auto picks btrfs when the data root is on btrfs or a pool is set, else dir
+  --btrfs-pool FILE    btrfs pool file the agent creates and loop-mounts at <root>/pool; implies btrfs
+                       (env BERTH_BTRFS_POOL)
+  --pool-size SIZE     size of a new pool file, units K, M, G, T, at least 256M (default 20G; env BERTH_POOL_SIZE)
   --docker-host URL    engine API socket (default unix:///var/run/docker.sock; env BERTH_DOCKER_HOST or DOCKER_HOST)
   --log-level LEVEL    ${LOG_LEVELS.join(', ')} (default info; env BERTH_LOG_LEVEL)
   --config FILE        JSON file with the same settings in camelCase (env BERTH_CONFIG)`;
@@ -103,13 +115,27 @@ export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv 
   const dockerHost = pick('docker-host') ?? DEFAULT_CONFIG.dockerHost;
   if (!dockerHost.startsWith('unix://') && !/^(tcp|http):\/\//.test(dockerHost)) throw invalid(`docker host ${JSON.stringify(dockerHost)} must be unix://PATH or tcp://HOST:PORT`);
 
+  const root = absolutePath('root', pick('root') ?? DEFAULT_CONFIG.root);
+  const poolText = pick('btrfs-pool');
+  const btrfsPool = poolText === undefined ? undefined : absolutePath('btrfs-pool', poolText);
+  const poolSizeText = pick('pool-size');
+  if (btrfsPool !== undefined && backend === 'dir') throw invalid('btrfs-pool needs backend btrfs or auto, not dir');
+  const poolMountpoint = join(root, 'pool');
+  if (btrfsPool !== undefined && (btrfsPool === poolMountpoint || btrfsPool.startsWith(`${poolMountpoint}/`))) {
+    throw invalid(`btrfs-pool ${JSON.stringify(btrfsPool)} must lie outside ${poolMountpoint}, where the pool is mounted`);
+  }
+  if (btrfsPool === undefined && poolSizeText !== undefined) throw invalid('pool-size applies only with btrfs-pool');
+  const poolSize = poolSizeText === undefined ? DEFAULT_CONFIG.poolSize : parsePoolSize(poolSizeText);
+
   return Object.freeze({
     name,
-    root: absolutePath('root', pick('root') ?? DEFAULT_CONFIG.root),
+    root,
     runDir: absolutePath('run-dir', pick('run-dir') ?? DEFAULT_CONFIG.runDir),
     pluginDir: absolutePath('plugin-dir', pick('plugin-dir') ?? DEFAULT_CONFIG.pluginDir),
     store: parseStore(pick('store') ?? 'file'),
     backend,
+    ...(btrfsPool === undefined ? {} : { btrfsPool }),
+    poolSize,
     dockerHost,
     logLevel: logLevel as LevelWithSilent,
     bodyLimitBytes: DEFAULT_CONFIG.bodyLimitBytes,
@@ -119,6 +145,16 @@ export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv 
 function absolutePath(setting: string, value: string): string {
   if (!isAbsolute(value)) throw invalid(`${setting} ${JSON.stringify(value)} must be an absolute path`);
   return value.replace(/\/+$/, '') || '/';
+}
+
+/** btrfs needs room for its metadata (DUP) and system chunks; smaller pools fill up at once. */
+const MIN_POOL_SIZE = 256 * 1024 ** 2;
+
+function parsePoolSize(value: string): number {
+  const bytes = parseByteSize(value);
+  if (bytes === undefined) throw invalid(`pool-size ${JSON.stringify(value)} must be a size such as 20G (units K, M, G, T)`);
+  if (bytes < MIN_POOL_SIZE) throw invalid(`pool-size ${JSON.stringify(value)} is below the ${formatByteSize(MIN_POOL_SIZE)} a btrfs pool needs`);
+  return bytes;
 }
 
 function parseStore(value: string): StoreConfig {

@@ -38,6 +38,28 @@ export class DockerEngine implements Engine {
       throw translateError(error, 'ERR_ENGINE_UNAVAILABLE', `cannot list containers of the engine at ${this.endpoint}`);
     }
   }
+
+  async stopContainer(id: string, timeoutSeconds: number): Promise<void> {
+    try {
+      await this.client.getContainer(id).stop({ t: timeoutSeconds });
+    } catch (error) {
+      if (statusCode(error) === 304) return; // already stopped
+      throw translateError(error, 'ERR_ENGINE_UNAVAILABLE', `cannot stop container ${id}`);
+    }
+  }
+
+  async startContainer(id: string): Promise<void> {
+    try {
+      await this.client.getContainer(id).start();
+    } catch (error) {
+      if (statusCode(error) === 304) return; // already running
+      throw translateError(error, 'ERR_ENGINE_UNAVAILABLE', `cannot start container ${id}`);
+    }
+  }
+}
+
+function statusCode(error: unknown): number | undefined {
+  return typeof error === 'object' && error !== null && 'statusCode' in error ? Number((error as { statusCode: unknown }).statusCode) : undefined;
 }
 
 function parseDockerHost(endpoint: string): Docker.DockerOptions {

@@ -16,6 +16,10 @@ export interface Engine {
   readonly endpoint: string;
   info(): Promise<EngineInfo>;
   listContainers(): Promise<readonly EngineContainer[]>;
+  /** Stops a container (SIGTERM, then SIGKILL after `timeoutSeconds`); succeeds if already stopped. */
+  stopContainer(id: string, timeoutSeconds: number): Promise<void>;
+  /** Starts a stopped container; succeeds if already running. */
+  startContainer(id: string): Promise<void>;
 }
 
 /** Container states in which the engine holds a volume mounted, or is about to. */

@@ -25,4 +25,20 @@ export class FakeEngine implements Engine {
     await this.onList?.();
     return this.containers;
   }
+
+  readonly stopped: string[] = [];
+  readonly started: string[] = [];
+
+  async stopContainer(id: string): Promise<void> {
+    this.stopped.push(id);
+    this.containers = this.containers.map((container) => (container.id === id ? { ...container, state: 'exited' } : container));
+    await this.onStop?.(id);
+  }
+
+  onStop: ((id: string) => Promise<void>) | undefined;
+
+  async startContainer(id: string): Promise<void> {
+    this.started.push(id);
+    this.containers = this.containers.map((container) => (container.id === id ? { ...container, state: 'running' } : container));
+  }
 }

@@ -3,6 +3,8 @@ import { createLogger } from '../../plugins/logging/logger.js';
 import { createPluginApp } from '../../plugins/server/plugin-app.js';
 import { SocketHttpServer } from '../../plugins/server/socket-http-server.js';
 import { FileStateStore } from '../../plugins/state/file-state-store.js';
+import { KeyedMutex } from '../../plugins/util/keyed-mutex.js';
+import { SnapshotService } from '../../volume-driver/snapshots/snapshot-service.js';
 import { MountReconciler } from '../../volume-driver/mount-reconciler.js';
 import { DirBackend } from '../../volume-driver/storage/dir-backend.js';
 import { UsageTracker } from '../../volume-driver/usage-tracker.js';
@@ -21,6 +23,7 @@ export interface VolumeStack {
   readonly backend: DirBackend;
   readonly engine: FakeEngine;
   readonly service: VolumeService;
+  readonly snapshots: SnapshotService;
   /** Stops serving and closes the store, keeping the files (to simulate a restart). */
   stop(): Promise<void>;
   dispose(): Promise<void>;
@@ -35,7 +38,9 @@ export async function startVolumeStack(existingRoot?: string): Promise<VolumeSta
   const backend = new DirBackend(root);
   const engine = new FakeEngine();
   const reconciler = new MountReconciler(repository, engine, 'berth', log);
-  const service = new VolumeService({ repository, backend, usage: new UsageTracker(backend, log), reconciler, log, engineCheckTimeoutMs: 1000 });
+  const locks = new KeyedMutex();
+  const service = new VolumeService({ repository, backend, usage: new UsageTracker(backend, log), reconciler, log, locks, engineCheckTimeoutMs: 1000 });
+  const snapshots = new SnapshotService({ repository, backend, locks, engine, driverName: 'berth', log, unmountWaitMs: 2000 });
   await service.recover();
   const socket = join(root, 'p.sock');
   const server = new SocketHttpServer({ path: socket, socketMode: 0o660, directoryMode: 0o755 }, createPluginApp([createVolumePluginApi(service)], log, 1024 * 1024));
@@ -47,5 +52,5 @@ export async function startVolumeStack(existingRoot?: string): Promise<VolumeSta
     await server.close(1000);
     await store.close();
   };
-  return { root, socket, store, repository, backend, engine, service, stop, dispose: async () => (await stop(), await temp?.dispose()) };
+  return { root, socket, store, repository, backend, engine, service, snapshots, stop, dispose: async () => (await stop(), await temp?.dispose()) };
 }

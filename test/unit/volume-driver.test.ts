@@ -105,11 +105,17 @@ describe('volume driver over the plugin socket', () => {
   });
 
   it('refuses unknown options with the list of known keys, leaving nothing behind', async () => {
-    const response = await call('Create', { Name: 'opts', Opts: { size: '1G', colour: 'blue' } });
+    const response = await call('Create', { Name: 'opts', Opts: { sise: '1G', colour: 'blue' } });
     expect(response.status).to.equal(500);
-    expect(response.body.Err).to.equal('unknown options colour, size; known options: gid, mode, uid');
+    expect(response.body.Err).to.equal('unknown options colour, sise; known options: from-snapshot, gid, mode, size, snapshot-every, snapshot-keep, uid');
     const badValue = await call('Create', { Name: 'opts', Opts: { mode: '999' } });
     expect(badValue.body.Err).to.equal('option mode="999" must be octal permissions such as 0755');
+    const unsupported = await call('Create', { Name: 'opts', Opts: { size: '1G' } });
+    expect(unsupported.body.Err).to.equal('option size needs a backend that enforces size limits (btrfs); this agent uses dir');
+    const orphanKeep = await call('Create', { Name: 'opts', Opts: { 'snapshot-keep': '3' } });
+    expect(orphanKeep.body.Err).to.equal('option snapshot-keep needs snapshot-every');
+    const badSource = await call('Create', { Name: 'opts', Opts: { 'from-snapshot': 'nosuch@snap' } });
+    expect(badSource.body.Err).to.equal('option from-snapshot names volume nosuch, which does not exist');
     const notString = await call('Create', { Name: 'opts', Opts: { uid: 5 } });
     expect(notString.body.Err).to.equal('option uid must be a string, got 5');
     expect(await readdir(join(stack.root, 'volumes'))).to.deep.equal([]);

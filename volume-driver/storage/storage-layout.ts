@@ -1,0 +1,194 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, chown, lstat, mkdir, open, readdir, rename, rmdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { translateError } from '../../plugins/errors/berth-error.js';
+import { isValidVolumeName, validateSnapshotName, validateVolumeName } from '../volume-name.js';
+import type { VolumeOptions } from '../volume-options.js';
+
+/** What a backend does to the trees of this layout (plain directories, or btrfs subvolumes). */
+export interface TreeOps {
+  /** Deletes a tree the backend made; succeeds when it is already gone. */
+  discard(path: string): Promise<void>;
+  /** Carries what must outlive a restore from the replaced tree to its replacement (btrfs: the quota limit). */
+  carryOver?(from: string, to: string): Promise<void>;
+  /** Makes the renames under `volumes/` durable. */
+  flush(): Promise<void>;
+  /** Told about a leftover that could not be deleted; the next `prepare()` tries again. */
+  warn?(message: string, error: unknown): void;
+}
+
+/**
+ * The on-disk layout both backends share, under one base directory on one filesystem, so that
+ * every rename between these directories is atomic:
+ *
+ *   volumes/<volume>                the live data, the path the engine bind-mounts
+ *   snapshots/<volume>/<snapshot>   point-in-time copies, read-only
+ *   staging/                        trees being built; whatever is here at start is a crash leftover
+ *   trash/                          trees being deleted; emptied at start
+ *   restore/<volume>/new, old       the two sides of a restore while it switches
+ *
+ * Restore (the caller guarantees no container has the volume mounted):
+ *   1. build the snapshot's content as `restore/<v>/new` (built elsewhere and renamed, or
+ *      created atomically there): once that name exists, the new tree is complete;
+ *   2. rename `volumes/<v>` → `restore/<v>/old`   ← the commit point
+ *   3. rename `restore/<v>/new` → `volumes/<v>`, flush;
+ *   4. discard `restore/<v>/old`, remove `restore/<v>`.
+ * A crash before 2 leaves the old content live (prepare discards `new`); after 2 the restore
+ * rolls forward (prepare renames `new` into place, or, if `new` is somehow gone, puts `old`
+ * back), so the volume's path ends up holding either the whole old or the whole new content,
+ * and nothing is deleted while it is the only copy of the volume's data.
+ */
+export class StorageLayout {
+  readonly volumesDir: string;
+  readonly snapshotsDir: string;
+  readonly stagingDir: string;
+  readonly trashDir: string;
+  readonly restoreDir: string;
+
+  constructor(readonly base: string) {
+    this.volumesDir = join(base, 'volumes');
+    this.snapshotsDir = join(base, 'snapshots');
+    this.stagingDir = join(base, 'staging');
+    this.trashDir = join(base, 'trash');
+    this.restoreDir = join(base, 'restore');
+  }
+
+  /** Paths come only from validated names: nothing outside the layout can be named. */
+  volumePath(volume: string): string {
+    return join(this.volumesDir, validateVolumeName(volume));
+  }
+
+  snapshotsOf(volume: string): string {
+    return join(this.snapshotsDir, validateVolumeName(volume));
+  }
+
+  snapshotPath(volume: string, snapshot: string): string {
+    return join(this.snapshotsOf(volume), validateSnapshotName(snapshot));
+  }
+
+  restorePaths(volume: string): { dir: string; old: string; new: string } {
+    const dir = join(this.restoreDir, validateVolumeName(volume));
+    return { dir, old: join(dir, 'old'), new: join(dir, 'new') };
+  }
+
+  /** A fresh path in staging/ or trash/, unique, and short enough for NAME_MAX. */
+  scratchPath(area: 'staging' | 'trash', name: string): string {
+    return join(area === 'staging' ? this.stagingDir : this.trashDir, `${name.slice(0, 64)}.${randomBytes(6).toString('hex')}`);
+  }
+
+  async ensureDirectories(): Promise<void> {
+    for (const dir of [this.volumesDir, this.snapshotsDir, this.stagingDir, this.trashDir, this.restoreDir]) {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+    }
+    // The volumes directory must be traversable for containers running as non-root users.
+    await chmod(this.volumesDir, 0o711);
+  }
+
+  /** Empties staging/ and trash/: nothing there is anyone's only copy of data. */
+  async clearScratch(ops: TreeOps): Promise<void> {
+    for (const dir of [this.stagingDir, this.trashDir]) {
+      for (const entry of await readdir(dir)) await ops.discard(join(dir, entry));
+    }
+  }
+
+  /** Steps 2 to 4 of a restore; `restorePaths(volume).new` must hold the complete new content. */
+  async switchIn(volume: string, ops: TreeOps): Promise<void> {
+    const live = this.volumePath(volume);
+    const { dir, old, new: fresh } = this.restorePaths(volume);
+    try {
+      await ops.carryOver?.(live, fresh);
+      await rename(live, old);
+    } catch (error) {
+      await ops.discard(fresh).catch(() => undefined);
+      await rmdir(dir).catch(() => undefined);
+      throw translateError(error, 'ERR_STORAGE', `cannot restore volume ${volume}`);
+    }
+    try {
+      await rename(fresh, live);
+    } catch (error) {
+      // Not switched after all: put the old content back rather than leave the volume without data.
+      await rename(old, live).catch(() => undefined);
+      throw translateError(error, 'ERR_STORAGE', `cannot restore volume ${volume}`);
+    }
+    await ops.flush();
+    // The restore is done; a leftover `old` is deleted by the next prepare().
+    await this.discardRestoreLeftovers(volume, ops, true);
+  }
+
+  /** Finishes or rolls back every restore a crash interrupted (see the class comment). */
+  async resolveInterruptedRestores(ops: TreeOps): Promise<string[]> {
+    const resolved: string[] = [];
+    for (const entry of await readdir(this.restoreDir)) {
+      if (!isValidVolumeName(entry)) continue; // not made by us: left alone
+      await this.resolveInterruptedRestore(entry, ops);
+      resolved.push(entry);
+    }
+    return resolved;
+  }
+
+  async resolveInterruptedRestore(volume: string, ops: TreeOps): Promise<void> {
+    const live = this.volumePath(volume);
+    const { dir, old, new: fresh } = this.restorePaths(volume);
+    if (!(await present(dir))) return;
+    try {
+      if ((await present(old)) && !(await present(live))) {
+        // Past the commit point: the live tree was moved aside. Finish, or put the old tree back if no new one exists.
+        if (await present(fresh)) {
+          await ops.carryOver?.(old, fresh);
+          await rename(fresh, live);
+        } else {
+          await rename(old, live);
+        }
+        await ops.flush();
+      }
+    } catch (error) {
+      throw translateError(error, 'ERR_STORAGE', `cannot finish the interrupted restore of volume ${volume}`);
+    }
+    // The live tree now holds the old or the new content; what is left is redundant.
+    await this.discardRestoreLeftovers(volume, ops, false);
+  }
+
+  private async discardRestoreLeftovers(volume: string, ops: TreeOps, tolerant: boolean): Promise<void> {
+    const { dir, old, new: fresh } = this.restorePaths(volume);
+    try {
+      await ops.discard(old);
+      await ops.discard(fresh);
+      await rmdir(dir);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      if (!tolerant) throw translateError(error, 'ERR_STORAGE', `cannot delete the replaced data of volume ${volume} in ${dir}`);
+      ops.warn?.(`the replaced data of volume ${volume} in ${dir} could not be deleted yet`, error);
+    }
+  }
+}
+
+/** Whether a path exists (without following a final symlink). */
+export async function present(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw error;
+  }
+}
+
+/** fsync of a directory, so that renames into it survive a power loss. */
+export async function syncDirectory(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Applies the uid, gid and mode options to a volume's root (`defaultMode` when no mode is given). */
+export async function applyOwnership(path: string, options: VolumeOptions, defaultMode?: number): Promise<void> {
+  if (options.uid !== undefined || options.gid !== undefined) {
+    const stats = await lstat(path);
+    await chown(path, options.uid ?? stats.uid, options.gid ?? stats.gid);
+  }
+  const mode = options.mode ?? defaultMode;
+  if (mode !== undefined) await chmod(path, mode);
+}
