@@ -304,27 +304,19 @@ export class BtrfsBackend implements StorageBackend {
   /**
    * Deletes a tree that may be a subvolume, a read-only snapshot, or a plain directory holding
    * some (a volume's snapshots directory moved to trash): subvolumes with `btrfs subvolume delete`
-   * (instant, committed so a crash cannot bring them back), anything else with rm.
+   * (instant whatever their size, and committed so a crash cannot bring them back), plain
+   * directories entry by entry (rm -r would empty a subvolume inside file by file, and fails
+   * on read-only ones), anything else with unlink.
    */
   private async discard(path: string, what: string): Promise<void> {
-    let stats;
     try {
-      stats = await lstat(path);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw translateError(error, 'ERR_STORAGE', what);
-    }
-    if (stats.isDirectory() && stats.ino === SUBVOLUME_ROOT_INO) return this.deleteSubvolume(path, what);
-    try {
-      await rm(path, { recursive: true, force: true });
-      return;
-    } catch {
-      // Read-only snapshots inside: take them out one by one.
-    }
-    try {
+      const stats = await lstat(path);
+      if (!stats.isDirectory()) return await rm(path, { force: true });
+      if (stats.ino === SUBVOLUME_ROOT_INO) return await this.deleteSubvolume(path, what);
       for (const entry of await readdir(path)) await this.discard(join(path, entry), what);
       await rmdir(path);
     } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw translateError(error, 'ERR_STORAGE', what);
     }
   }
