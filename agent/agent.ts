@@ -58,9 +58,10 @@ export class Agent {
     const store = await FileStateStore.open(join(config.root, 'state', 'berth.db'));
     this.store = store;
 
-    const backend = await selectBackend(config, log.child({ component: 'storage' }));
-    const engine = new DockerEngine(config.dockerHost);
     const repository = new VolumeRepository(store);
+    const existingKinds = new Set((await repository.list()).map(({ record }) => record.backend));
+    const backend = await selectBackend(config, log.child({ component: 'storage' }), existingKinds);
+    const engine = new DockerEngine(config.dockerHost);
     const reconciler = new MountReconciler(repository, engine, config.name, log.child({ component: 'mount-reconciler' }));
     const locks = new KeyedMutex();
     const volumes = new VolumeService({

@@ -36,4 +36,13 @@ describe('selectBackend', () => {
     const error = await expectBerthError(selectBackend({ backend: 'btrfs', root: temp.path, poolSize: 1024 ** 3 }), 'ERR_INVALID_CONFIG');
     expect(error.message).to.include(temp.path).and.include('--btrfs-pool FILE').and.include('btrfs');
   });
+
+  it('keeps serving the backend that made the volumes of the data root', async () => {
+    const pool = { backend: 'auto' as const, root: temp.path, btrfsPool: `${temp.path}/pool.img`, poolSize: 1024 ** 3 };
+    expect(await selectBackend(pool, undefined, new Set(['dir']))).to.be.instanceOf(DirBackend);
+    const explicit = await expectBerthError(selectBackend({ ...pool, backend: 'btrfs' }, undefined, new Set(['dir'])), 'ERR_INVALID_CONFIG');
+    expect(explicit.message).to.equal(`data root ${temp.path} holds dir volumes; --backend btrfs cannot serve them (use --backend auto or dir)`);
+    const lostPool = await expectBerthError(selectBackend({ backend: 'auto', root: temp.path, poolSize: 1024 ** 3 }, undefined, new Set(['btrfs'])), 'ERR_INVALID_CONFIG');
+    expect(lostPool.message).to.contain('holds btrfs volumes but neither --btrfs-pool is set');
+  });
 });

@@ -12,12 +12,22 @@ export type BackendSelection = Pick<AgentConfig, 'backend' | 'root' | 'btrfsPool
  * without either is a configuration error. The choice and its reason are logged once.
  * The backend is not prepared yet (the pool is created and mounted by `prepare()`).
  */
-export async function selectBackend(config: BackendSelection, log?: Logger): Promise<StorageBackend> {
+export async function selectBackend(config: BackendSelection, log?: Logger, existingKinds: ReadonlySet<string> = new Set()): Promise<StorageBackend> {
   const { backend: choice, root, btrfsPool } = config;
   const pool = btrfsPool === undefined ? undefined : { file: btrfsPool, sizeBytes: config.poolSize };
+  // Volumes already on this data root decide: one data root is served by one backend.
+  if (existingKinds.size > 1) throw new BerthError('ERR_INVALID_CONFIG', `data root ${root} holds volumes of several backends (${[...existingKinds].join(', ')}); this version serves one backend per data root`);
+  const existing = [...existingKinds][0] as 'dir' | 'btrfs' | undefined;
+  if (existing !== undefined && choice !== 'auto' && choice !== existing) {
+    throw new BerthError('ERR_INVALID_CONFIG', `data root ${root} holds ${existing} volumes; --backend ${choice} cannot serve them (use --backend auto or ${existing})`);
+  }
   let kind: 'dir' | 'btrfs';
   let reason: string;
-  if (choice === 'dir') {
+  if (existing === 'dir') {
+    [kind, reason] = ['dir', `data root ${root} already holds dir volumes`];
+  } else if (existing === 'btrfs' && !pool && !(await isOnBtrfs(root))) {
+    throw new BerthError('ERR_INVALID_CONFIG', `data root ${root} holds btrfs volumes but neither --btrfs-pool is set nor is the data root on btrfs`);
+  } else if (choice === 'dir') {
     [kind, reason] = ['dir', 'configured'];
   } else if (pool) {
     [kind, reason] = ['btrfs', `pool ${pool.file} mounted at ${root}/pool`];
