@@ -3,6 +3,8 @@ import { parseByteSize } from '../plugins/util/byte-size.js';
 import { parseDuration } from '../plugins/util/duration.js';
 import { isValidVolumeName } from './volume-name.js';
 
+export type QuiesceMode = 'none' | 'pause' | 'exec';
+
 /** Options as validated and normalised at create time; stored with the volume. */
 export interface VolumeOptions {
   /** Owner of the volume's root directory (e.g. the uid a database runs as). */
@@ -16,6 +18,12 @@ export interface VolumeOptions {
   readonly snapshotEveryMs?: number;
   /** Keep this many scheduled snapshots (`snapshot-keep`); older ones are pruned. */
   readonly snapshotKeep?: number;
+  /** How snapshots are made consistent for the containers using the volume (`quiesce`). */
+  readonly quiesce?: QuiesceMode;
+  /** Shell command run in each using container before a snapshot (`quiesce-pre`, with quiesce=exec). */
+  readonly quiescePre?: string;
+  /** Shell command run in each using container after a snapshot (`quiesce-post`). */
+  readonly quiescePost?: string;
   /** Create the volume as a clone of this snapshot (`from-snapshot=VOLUME@SNAPSHOT`). */
   readonly fromSnapshot?: { readonly volume: string; readonly snapshot: string };
 }
@@ -29,6 +37,11 @@ const MAX_ID = 2 ** 32 - 2;
 /** Smaller limits leave no room for a filesystem's own metadata; every write would fail. */
 const MIN_SIZE_BYTES = 1024 * 1024;
 const MIN_SNAPSHOT_INTERVAL_MS = 10_000;
+
+function nonEmptyCommand(key: string, value: string): string {
+  if (value.trim() === '' || value.includes('\0')) throw new BerthError('ERR_INVALID_OPTION', `option ${key} must be a non-empty shell command`);
+  return value;
+}
 
 function parseId(key: string, value: string): number {
   if (!/^\d{1,10}$/.test(value) || Number(value) > MAX_ID) throw new BerthError('ERR_INVALID_OPTION', `option ${key}=${JSON.stringify(value)} must be a numeric id between 0 and ${MAX_ID}`);
@@ -70,6 +83,21 @@ const OPTION_SPECS: Readonly<Record<string, OptionSpec>> = {
       into.snapshotKeep = Number(value);
     },
   },
+  quiesce: {
+    description: 'consistency of snapshots for running containers: none (crash-consistent), pause (freeze them), exec (run quiesce-pre/quiesce-post in them)',
+    apply: (value, into) => {
+      if (value !== 'none' && value !== 'pause' && value !== 'exec') throw new BerthError('ERR_INVALID_OPTION', `option quiesce=${JSON.stringify(value)} must be none, pause or exec`);
+      into.quiesce = value;
+    },
+  },
+  'quiesce-pre': {
+    description: 'with quiesce=exec: shell command run in each container using the volume before a snapshot (e.g. a database checkpoint)',
+    apply: (value, into) => (into.quiescePre = nonEmptyCommand('quiesce-pre', value)),
+  },
+  'quiesce-post': {
+    description: 'with quiesce=exec: shell command run in each container after the snapshot',
+    apply: (value, into) => (into.quiescePost = nonEmptyCommand('quiesce-post', value)),
+  },
   'from-snapshot': {
     description: 'create the volume as a copy of a snapshot: VOLUME@SNAPSHOT',
     apply: (value, into) => {
@@ -94,6 +122,11 @@ export function parseVolumeOptions(raw: Readonly<Record<string, string>>): Volum
     throw new BerthError('ERR_INVALID_OPTION', `unknown option${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}; known options: ${KNOWN_VOLUME_OPTIONS.join(', ')}`);
   }
   for (const [key, value] of Object.entries(raw)) OPTION_SPECS[key]?.apply(value, parsed);
+  if (parsed.snapshotKeep !== undefined && parsed.snapshotEveryMs === undefined) throw new BerthError('ERR_INVALID_OPTION', 'option snapshot-keep needs snapshot-every');
+  if (parsed.quiesce === 'exec' && parsed.quiescePre === undefined) throw new BerthError('ERR_INVALID_OPTION', 'option quiesce=exec needs quiesce-pre (the command that makes the data consistent)');
+  if ((parsed.quiescePre !== undefined || parsed.quiescePost !== undefined) && parsed.quiesce !== 'exec') {
+    throw new BerthError('ERR_INVALID_OPTION', 'options quiesce-pre and quiesce-post need quiesce=exec');
+  }
   return Object.freeze(parsed);
 }
 

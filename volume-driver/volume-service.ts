@@ -214,9 +214,6 @@ export class VolumeService {
     if (options.sizeBytes !== undefined && !backend.capabilities.sizeLimit) {
       throw new BerthError('ERR_INVALID_OPTION', `option size needs a backend that enforces size limits (btrfs); this agent uses ${backend.kind}`);
     }
-    if (options.snapshotKeep !== undefined && options.snapshotEveryMs === undefined) {
-      throw new BerthError('ERR_INVALID_OPTION', 'option snapshot-keep needs snapshot-every');
-    }
   }
 
   private async requireSnapshot(volume: string, snapshot: string): Promise<void> {

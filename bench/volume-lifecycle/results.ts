@@ -28,6 +28,8 @@ export interface BenchResults {
   readonly benchmark: 'volume-lifecycle';
   readonly date: string;
   readonly durationSeconds: number;
+  /** What was measured: the commit, and tracked files outside bench/ changed from it when the agent was built. */
+  readonly source: { readonly commit: string; readonly uncommittedFiles: readonly string[] };
   readonly machine: {
     readonly cpus: number;
     readonly cpuModel: string;
@@ -54,6 +56,8 @@ export interface BenchResults {
     readonly image: string;
     readonly agentArgs: readonly string[];
     readonly agentEntry: string;
+    /** `Status.backend` of a Berth volume (dir or btrfs, chosen by the agent for the data root). */
+    readonly berthBackend: string;
   };
   readonly lifecycle: {
     readonly berth: DriverLifecycle;
@@ -105,7 +109,8 @@ export function renderTable(r: BenchResults): string {
   lines.push(
     `Run of ${r.date.slice(0, 10)} on ${r.machine.cpus} CPUs (${r.machine.cpuModel}), ${r.machine.memoryGiB} GiB, ` +
       `kernel ${r.machine.kernel}, Node ${r.machine.node}, Docker ${r.machine.docker.server}, storage ${r.machine.storage}; ` +
-      `${r.parameters.cycles} cycles per driver, ${r.parameters.volumes} volumes. Times in ms.`,
+      `${r.parameters.cycles} cycles per driver, ${r.parameters.volumes} volumes, Berth backend ${r.parameters.berthBackend}, ` +
+      `commit ${r.source.commit.slice(0, 7)}${r.source.uncommittedFiles.length > 0 ? ` + ${r.source.uncommittedFiles.length} uncommitted files` : ''}. Times in ms.`,
   );
   lines.push('');
   lines.push('| Volume lifecycle (docker CLI) | berth | local | berth/local |');

@@ -73,6 +73,7 @@ async function main(): Promise<number> {
     const agent = await host.startAgent({ args: options.agentArgs, ...(options.agentEntry === undefined ? {} : { entry: options.agentEntry }) });
     const pid = agent.pid;
     const machine = await describeMachine(host);
+    const source = await describeSource();
     const rssIdle = rssMiB(pid, 'VmRSS');
     log(`agent pid ${pid} serving ${agent.socketPath}; RSS ${rssIdle} MiB`);
 
@@ -99,6 +100,7 @@ async function main(): Promise<number> {
       benchmark: 'volume-lifecycle',
       date: started.toISOString(),
       durationSeconds: Math.round((Date.now() - started.getTime()) / 1000),
+      source,
       machine: { ...machine, loadAverageAtStart: loadAtStart, loadAverageAtEnd: loadavg().map((v) => round(v, 2)) },
       parameters: {
         cycles: options.cycles,
@@ -114,6 +116,7 @@ async function main(): Promise<number> {
         image: BUSYBOX_IMAGE,
         agentArgs: options.agentArgs,
         agentEntry: options.agentEntry ?? 'dist/bin/berth.js',
+        berthBackend: lookups.backend,
       },
       lifecycle,
       plugin: lookups.plugin,
@@ -209,7 +212,7 @@ async function measureLookups(
   pid: number,
   options: Options,
   live: Record<DriverName, Set<string>>,
-): Promise<Pick<BenchResults, 'plugin' | 'volumeLs'> & { memory: Omit<BenchResults['memory'], 'agentRssMiBIdle'> }> {
+): Promise<Pick<BenchResults, 'plugin' | 'volumeLs'> & { memory: Omit<BenchResults['memory'], 'agentRssMiBIdle'>; backend: string }> {
   const berthNames = Array.from({ length: options.volumes }, (_, i) => `${NAME_PREFIX}-bulk-berth-${String(i).padStart(5, '0')}`);
   const localNames = Array.from({ length: options.volumes }, (_, i) => `${NAME_PREFIX}-bulk-local-${String(i).padStart(5, '0')}`);
 
@@ -220,7 +223,9 @@ async function measureLookups(
       expectOk(await callPlugin(socket, 'VolumeDriver.Create', goJson({ Name: name, Opts: {} })), 'Create', name);
     }),
   );
-  log(`created in ${round(bulk.ms / 1000, 1)} s`);
+  const probe = expectOk(await callPlugin(socket, 'VolumeDriver.Get', goJson({ Name: berthNames[0] })), 'Get', berthNames[0] ?? '');
+  const backend = String((probe.body.Volume as { Status?: { backend?: unknown } } | undefined)?.Status?.backend ?? 'unknown');
+  log(`created in ${round(bulk.ms / 1000, 1)} s (backend ${backend})`);
   const rssWithVolumes = rssMiB(pid, 'VmRSS');
 
   const random = seededRandom(options.seed);
@@ -302,6 +307,7 @@ async function measureLookups(
   await removeThroughEngine(host, live.local);
 
   return {
+    backend,
     plugin,
     volumeLs: {
       berthOnly: summarize(berthOnly),
@@ -401,6 +407,14 @@ async function describeMachine(host: Host): Promise<Omit<BenchResults['machine']
     docker: { client, server },
     storage,
   };
+}
+
+/** The commit measured, and how many files outside bench/ differ from it (a dirty tree is measured as built). */
+async function describeSource(): Promise<BenchResults['source']> {
+  const head = await runCommand(['git', '-C', repoRoot, 'rev-parse', 'HEAD']).catch(() => undefined);
+  const status = await runCommand(['git', '-C', repoRoot, 'status', '--porcelain', '--untracked-files=no']).catch(() => undefined);
+  const changed = status?.code === 0 ? status.stdout.split('\n').filter((line) => line.trim() !== '' && !line.slice(3).startsWith('bench/')) : [];
+  return { commit: head?.code === 0 ? head.stdout.trim() : 'unknown', uncommittedFiles: changed.map((line) => line.slice(3)) };
 }
 
 function mdPathFor(out: string): string {

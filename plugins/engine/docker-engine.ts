@@ -1,6 +1,6 @@
 import Docker from 'dockerode';
 import { BerthError, translateError } from '../errors/berth-error.js';
-import type { Engine, EngineContainer, EngineInfo } from './engine.js';
+import type { Engine, EngineContainer, EngineInfo, ExecResult } from './engine.js';
 
 /** The engine through its API socket (dockerode), with a short timeout: never hold a plugin call hostage. */
 export class DockerEngine implements Engine {
@@ -48,6 +48,50 @@ export class DockerEngine implements Engine {
     }
   }
 
+  async pauseContainer(id: string): Promise<void> {
+    try {
+      await this.client.getContainer(id).pause();
+    } catch (error) {
+      if (statusCode(error) === 409 && /already paused/i.test(errorText(error))) return;
+      throw translateError(error, 'ERR_ENGINE_UNAVAILABLE', `cannot pause container ${id}`);
+    }
+  }
+
+  async unpauseContainer(id: string): Promise<void> {
+    try {
+      await this.client.getContainer(id).unpause();
+    } catch (error) {
+      if (statusCode(error) === 409 && /not paused/i.test(errorText(error))) return;
+      throw translateError(error, 'ERR_ENGINE_UNAVAILABLE', `cannot unpause container ${id}`);
+    }
+  }
+
+  async exec(id: string, command: readonly string[], timeoutMs: number): Promise<ExecResult> {
+    try {
+      const exec = await this.client.getContainer(id).exec({ Cmd: [...command], AttachStdout: true, AttachStderr: true });
+      const stream = await exec.start({ hijack: true, stdin: false });
+      const chunks: Buffer[] = [];
+      let size = 0;
+      stream.on('data', (chunk: Buffer) => {
+        if (size < MAX_EXEC_OUTPUT) chunks.push(chunk);
+        size += chunk.length;
+      });
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          stream.destroy();
+          reject(new Error(`command did not finish within ${timeoutMs} ms`));
+        }, timeoutMs);
+        stream.once('end', () => (clearTimeout(timer), resolve()));
+        stream.once('close', () => (clearTimeout(timer), resolve()));
+        stream.once('error', (error: Error) => (clearTimeout(timer), reject(error)));
+      });
+      const inspected = await exec.inspect();
+      return { exitCode: inspected.ExitCode ?? -1, output: demultiplex(Buffer.concat(chunks)).slice(0, MAX_EXEC_OUTPUT) };
+    } catch (error) {
+      throw translateError(error, 'ERR_ENGINE_UNAVAILABLE', `cannot run ${JSON.stringify(command.join(' '))} in container ${id}`);
+    }
+  }
+
   async startContainer(id: string): Promise<void> {
     try {
       await this.client.getContainer(id).start();
@@ -60,6 +104,24 @@ export class DockerEngine implements Engine {
 
 function statusCode(error: unknown): number | undefined {
   return typeof error === 'object' && error !== null && 'statusCode' in error ? Number((error as { statusCode: unknown }).statusCode) : undefined;
+}
+
+const MAX_EXEC_OUTPUT = 4096;
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** The engine frames a non-TTY exec's output as 8-byte headers plus payloads; keep the payloads. */
+function demultiplex(raw: Buffer): string {
+  const parts: Buffer[] = [];
+  let offset = 0;
+  while (offset + 8 <= raw.length && raw[offset]! <= 2 && raw[offset + 1] === 0) {
+    const length = raw.readUInt32BE(offset + 4);
+    parts.push(raw.subarray(offset + 8, offset + 8 + length));
+    offset += 8 + length;
+  }
+  return (parts.length > 0 ? Buffer.concat(parts) : raw).toString('utf8');
 }
 
 function parseDockerHost(endpoint: string): Docker.DockerOptions {

@@ -20,6 +20,17 @@ export interface Engine {
   stopContainer(id: string, timeoutSeconds: number): Promise<void>;
   /** Starts a stopped container; succeeds if already running. */
   startContainer(id: string): Promise<void>;
+  /** Freezes every process of a running container (cgroup freezer); succeeds if already paused. */
+  pauseContainer(id: string): Promise<void>;
+  unpauseContainer(id: string): Promise<void>;
+  /** Runs a command inside a running container and waits for it. */
+  exec(id: string, command: readonly string[], timeoutMs: number): Promise<ExecResult>;
+}
+
+export interface ExecResult {
+  readonly exitCode: number;
+  /** Combined stdout and stderr, truncated to a few KiB for messages. */
+  readonly output: string;
 }
 
 /** Container states in which the engine holds a volume mounted, or is about to. */

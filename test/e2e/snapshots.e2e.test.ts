@@ -107,6 +107,29 @@ describe('snapshots on the btrfs backend through a real Docker Engine', function
     expect(all.map((snapshot) => snapshot.name)).to.include('mine');
   });
 
+  it('quiesce=pause freezes the using container for the snapshot only', async () => {
+    await docker('volume', 'create', '-d', 'berth', '-o', 'quiesce=pause', 'paused');
+    await docker('run', '-d', '--name', 'pause-user', '-v', 'paused:/data', IMAGE, 'sh', '-c', 'trap "exit 0" TERM; while true; do date >> /data/log; sleep 0.2; done');
+    const since = Math.floor(Date.now() / 1000) - 1;
+    await berth('snapshot', 'create', 'paused', 'frozen');
+    const until = Math.floor(Date.now() / 1000) + 1;
+    const events = await docker('events', '--since', String(since), '--until', String(until), '--filter', 'container=pause-user', '--format', '{{.Action}}');
+    expect(events.stdout.split('\n').filter((line) => line === 'pause' || line === 'unpause')).to.deep.equal(['pause', 'unpause']);
+    const state = JSON.parse((await docker('inspect', 'pause-user')).stdout) as Array<{ State: { Running: boolean; Paused: boolean } }>;
+    expect(state[0]?.State).to.include({ Running: true, Paused: false });
+    await docker('rm', '-f', 'pause-user');
+  });
+
+  it('quiesce=exec runs quiesce-pre before and quiesce-post after the snapshot, inside the container', async () => {
+    await docker('volume', 'create', '-d', 'berth', '-o', 'quiesce=exec', '-o', 'quiesce-pre=echo checkpointed > /data/marker && sync', '-o', 'quiesce-post=rm /data/marker', 'hooked');
+    await docker('run', '-d', '--name', 'hook-user', '-v', 'hooked:/data', IMAGE, 'sh', '-c', 'trap "exit 0" TERM; while true; do sleep 1; done');
+    await berth('snapshot', 'create', 'hooked', 'consistent');
+    await docker('volume', 'create', '-d', 'berth', '-o', 'from-snapshot=hooked@consistent', 'hooked-copy');
+    expect(await read('hooked-copy', 'marker'), 'the pre command ran before the snapshot').to.equal('checkpointed\n');
+    expect((await host.docker(['exec', 'hook-user', 'ls', '/data/marker'])).code, 'the post command ran after it').to.not.equal(0);
+    await docker('rm', '-f', 'hook-user');
+  });
+
   it('removes a volume together with its snapshots', async () => {
     await docker('volume', 'create', '-d', 'berth', 'doomed');
     await berth('snapshot', 'create', 'doomed', 'keepsake');

@@ -1,4 +1,4 @@
-import type { Engine, EngineContainer, EngineInfo } from '../../plugins/engine/engine.js';
+import type { Engine, EngineContainer, EngineInfo, ExecResult } from '../../plugins/engine/engine.js';
 import { BerthError } from '../../plugins/errors/berth-error.js';
 
 /**
@@ -40,5 +40,21 @@ export class FakeEngine implements Engine {
   async startContainer(id: string): Promise<void> {
     this.started.push(id);
     this.containers = this.containers.map((container) => (container.id === id ? { ...container, state: 'running' } : container));
+  }
+
+  readonly events: string[] = [];
+  execResult: ExecResult = { exitCode: 0, output: '' };
+
+  async pauseContainer(id: string): Promise<void> {
+    this.events.push(`pause ${id}`);
+  }
+
+  async unpauseContainer(id: string): Promise<void> {
+    this.events.push(`unpause ${id}`);
+  }
+
+  async exec(id: string, command: readonly string[]): Promise<ExecResult> {
+    this.events.push(`exec ${id} ${command.join(' ')}`);
+    return this.execResult;
   }
 }

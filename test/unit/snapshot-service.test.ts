@@ -96,4 +96,42 @@ describe('snapshot service (dir backend)', () => {
     expect(left.map((snapshot) => snapshot.name)).to.include('manual-one');
     expect(await stack.snapshots.list('db')).to.deep.equal([], 'volumes without a schedule are untouched');
   });
+
+  describe('quiesce', () => {
+    const running = (name: string) => ({ id: name, name, state: 'running', mounts: [{ name: 'q', driver: 'berth' }] });
+
+    it('pause freezes the running users for the snapshot only, and unpauses even when it fails', async () => {
+      await stack.service.create('q', { quiesce: 'pause' });
+      stack.engine.containers = [running('c1'), running('c2'), { ...running('c3'), state: 'exited' }];
+      await stack.snapshots.create('q', 'ok');
+      expect(stack.engine.events).to.deep.equal(['pause c1', 'pause c2', 'unpause c1', 'unpause c2']);
+      stack.engine.events.length = 0;
+      const { rm } = await import('node:fs/promises');
+      await rm(join(stack.root, 'volumes', 'q'), { recursive: true });
+      await expectBerthError(stack.snapshots.create('q', 'fails'), 'ERR_VOLUME_NOT_FOUND');
+      expect(stack.engine.events).to.deep.equal(['pause c1', 'pause c2', 'unpause c1', 'unpause c2']);
+    });
+
+    it('exec runs the pre command before and the post command after, in each running user', async () => {
+      await stack.service.create('q', { quiesce: 'exec', 'quiesce-pre': 'psql -c CHECKPOINT', 'quiesce-post': 'echo done' });
+      stack.engine.containers = [running('pg')];
+      await stack.snapshots.create('q', 'consistent');
+      expect(stack.engine.events).to.deep.equal(['exec pg sh -c psql -c CHECKPOINT', 'exec pg sh -c echo done']);
+    });
+
+    it('a failing pre command aborts the snapshot, naming the container and its output', async () => {
+      await stack.service.create('q', { quiesce: 'exec', 'quiesce-pre': 'false' });
+      stack.engine.containers = [running('pg')];
+      stack.engine.execResult = { exitCode: 3, output: 'database is shutting down\n' };
+      const error = await expectBerthError(stack.snapshots.create('q', 'never'), 'ERR_QUIESCE_FAILED');
+      expect(error.message).to.equal('quiesce-pre failed in container pg with exit code 3: database is shutting down; no snapshot taken');
+      expect(await stack.snapshots.list('q')).to.deep.equal([]);
+    });
+
+    it('validates the quiesce options together', async () => {
+      expect((await expectBerthError(stack.service.create('bad', { quiesce: 'exec' }), 'ERR_INVALID_OPTION')).message).to.contain('needs quiesce-pre');
+      expect((await expectBerthError(stack.service.create('bad', { 'quiesce-pre': 'sync' }), 'ERR_INVALID_OPTION')).message).to.equal('options quiesce-pre and quiesce-post need quiesce=exec');
+      expect((await expectBerthError(stack.service.create('bad', { quiesce: 'freeze' }), 'ERR_INVALID_OPTION')).message).to.equal('option quiesce="freeze" must be none, pause or exec');
+    });
+  });
 });

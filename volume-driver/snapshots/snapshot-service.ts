@@ -1,9 +1,10 @@
 import { BerthError, errorMessage } from '../../plugins/errors/berth-error.js';
-import type { Engine } from '../../plugins/engine/engine.js';
+import type { Engine, EngineContainer } from '../../plugins/engine/engine.js';
 import type { Logger } from '../../plugins/logging/logger.js';
 import type { KeyedMutex } from '../../plugins/util/keyed-mutex.js';
 import type { BackendSnapshot, StorageBackend } from '../storage/storage-backend.js';
 import { validateSnapshotName, validateVolumeName } from '../volume-name.js';
+import { parseVolumeOptions, type VolumeOptions } from '../volume-options.js';
 import { mountCount } from '../volume-record.js';
 import type { VolumeRepository } from '../volume-repository.js';
 import { findVolumeUsers } from '../volume-users.js';
@@ -35,6 +36,9 @@ export interface SnapshotServiceDeps {
   readonly unmountWaitMs?: number;
 }
 
+/** A quiesce command that hangs must not hold the volume (and a scheduled snapshot) forever. */
+const QUIESCE_COMMAND_TIMEOUT_MS = 60_000;
+
 const ORIGIN_PREFIX: Record<Exclude<SnapshotOrigin, 'manual'>, string> = { scheduled: 'auto-', 'pre-restore': 'pre-restore-' };
 
 /** Snapshot names made by Berth carry their origin and a sortable UTC time. */
@@ -60,12 +64,13 @@ export class SnapshotService {
     validateVolumeName(volume);
     const snapshot = name === undefined ? generatedSnapshotName(origin) : validateSnapshotName(name);
     return this.deps.locks.run(volume, async () => {
-      await this.requireVolume(volume);
+      const { record } = await this.requireVolume(volume);
       if ((await this.deps.backend.listSnapshots(volume)).some((existing) => existing.name === snapshot)) {
         throw new BerthError('ERR_SNAPSHOT_EXISTS', `snapshot ${volume}@${snapshot} already exists`);
       }
-      const made = await this.deps.backend.createSnapshot(volume, snapshot);
-      this.deps.log.info({ volume, snapshot }, 'snapshot created');
+      const options = parseVolumeOptions(record.options);
+      const made = await this.quiesced(volume, options, () => this.deps.backend.createSnapshot(volume, snapshot));
+      this.deps.log.info({ volume, snapshot, quiesce: options.quiesce ?? 'none' }, 'snapshot created');
       return view(made);
     });
   }
@@ -127,6 +132,52 @@ export class SnapshotService {
       return { volume, snapshot, safetySnapshot, restartedContainers: stopped };
     } finally {
       await this.startAgain(stopped);
+    }
+  }
+
+  /**
+   * Runs `work` (the snapshot) with the volume's running containers made consistent:
+   * `pause` freezes them, `exec` runs the pre command in each and the post command after.
+   * Whatever happens, every paused container is unpaused and every pre is followed by its post.
+   */
+  private async quiesced<T>(volume: string, options: VolumeOptions, work: () => Promise<T>): Promise<T> {
+    const mode = options.quiesce ?? 'none';
+    if (mode === 'none') return work();
+    const engine = this.deps.engine;
+    if (!engine) throw new BerthError('ERR_ENGINE_UNAVAILABLE', `volume ${volume} asks for quiesce=${mode} and no engine is configured`);
+    const users = ((await findVolumeUsers(engine, this.deps.driverName)).get(volume) ?? []).filter((container) => container.state === 'running');
+    const prepared: EngineContainer[] = [];
+    try {
+      for (const container of users) {
+        if (mode === 'pause') {
+          await engine.pauseContainer(container.id);
+        } else {
+          const result = await engine.exec(container.id, ['sh', '-c', options.quiescePre ?? 'true'], QUIESCE_COMMAND_TIMEOUT_MS);
+          if (result.exitCode !== 0) {
+            throw new BerthError('ERR_QUIESCE_FAILED', `quiesce-pre failed in container ${container.name} with exit code ${result.exitCode}: ${result.output.trim().slice(-500)}; no snapshot taken`);
+          }
+        }
+        prepared.push(container);
+      }
+      return await work();
+    } finally {
+      await this.release(mode, prepared, options.quiescePost);
+    }
+  }
+
+  private async release(mode: 'pause' | 'exec', containers: readonly EngineContainer[], post: string | undefined): Promise<void> {
+    const engine = this.deps.engine;
+    if (!engine) return;
+    for (const container of containers) {
+      try {
+        if (mode === 'pause') await engine.unpauseContainer(container.id);
+        else if (post !== undefined) {
+          const result = await engine.exec(container.id, ['sh', '-c', post], QUIESCE_COMMAND_TIMEOUT_MS);
+          if (result.exitCode !== 0) this.deps.log.error({ container: container.name, exitCode: result.exitCode, output: result.output }, 'quiesce-post failed');
+        }
+      } catch (error) {
+        this.deps.log.error({ container: container.name, err: errorMessage(error) }, mode === 'pause' ? 'could not unpause a container after a snapshot' : 'quiesce-post failed');
+      }
     }
   }
 
