@@ -13,6 +13,8 @@ import { FileStateStore } from '../plugins/state/file-state-store.js';
 import type { StateStore } from '../plugins/state/state-store.js';
 import { BERTH_VERSION } from '../plugins/version.js';
 import { KeyedMutex } from '../plugins/util/keyed-mutex.js';
+import { createBackupAdminRoutes } from '../volume-driver/backups/backup-admin-routes.js';
+import { BackupService } from '../volume-driver/backups/backup-service.js';
 import { createSnapshotAdminRoutes } from '../volume-driver/snapshots/snapshot-admin-routes.js';
 import { SnapshotScheduler } from '../volume-driver/snapshots/snapshot-scheduler.js';
 import { SnapshotService } from '../volume-driver/snapshots/snapshot-service.js';
@@ -64,9 +66,12 @@ export class Agent {
     const engine = new DockerEngine(config.dockerHost);
     const reconciler = new MountReconciler(repository, engine, config.name, log.child({ component: 'mount-reconciler' }));
     const locks = new KeyedMutex();
+    // The two services need each other: restores create volumes, `from-backup` volumes restore.
+    const late: { backups?: BackupService } = {};
     const volumes = new VolumeService({
       repository,
       locks,
+      restoreBackup: (source, keyPath, destination) => late.backups!.restoreFromPath(source, keyPath, destination),
       backend,
       usage: new UsageTracker(backend, log.child({ component: 'usage' })),
       reconciler,
@@ -74,7 +79,11 @@ export class Agent {
     });
     const snapshots = new SnapshotService({ repository, backend, locks, engine, driverName: config.name, log: log.child({ component: 'snapshots' }) });
     this.scheduler = new SnapshotScheduler(repository, snapshots, log.child({ component: 'snapshot-schedule' }));
+    const backups = new BackupService({ snapshots, volumes, log: log.child({ component: 'backups' }), agentVersion: BERTH_VERSION });
+    late.backups = backups;
     const recovered = await volumes.recover();
+    const leftovers = await snapshots.removeLeftovers('backup');
+    if (leftovers.length > 0) log.warn({ snapshots: leftovers }, 'removed snapshots of backups a crash interrupted');
     log.info({ ...recovered, backend: backend.kind }, 'volume state recovered');
 
     this.pluginServer = new SocketHttpServer(
@@ -84,6 +93,7 @@ export class Agent {
     const adminRoutes = [
       ...createVolumeAdminRoutes(volumes),
       ...createSnapshotAdminRoutes(snapshots),
+      ...createBackupAdminRoutes(backups),
       {
         method: 'GET' as const,
         path: '/v1/status',

@@ -16,6 +16,52 @@ export class AdminClient {
     return this.call<T>('POST', path, body);
   }
 
+  /** Calls a streaming route: progress events go to `onProgress`; resolves with the result. */
+  stream<T>(path: string, body: unknown, onProgress: (event: Record<string, unknown>) => void): Promise<T> {
+    const payload = JSON.stringify(body);
+    return new Promise<T>((resolve, reject) => {
+      const req = request(
+        { socketPath: this.socketPath, path, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } },
+        (response) => {
+          let buffered = '';
+          let settled = false;
+          const handleLine = (line: string): void => {
+            if (line.trim() === '') return;
+            let event: { type?: string; result?: unknown; error?: { code?: BerthErrorCode; message?: string } };
+            try {
+              event = JSON.parse(line) as typeof event;
+            } catch {
+              return;
+            }
+            if (event.type === 'progress') onProgress(event as Record<string, unknown>);
+            else if (event.type === 'result') {
+              settled = true;
+              resolve(event.result as T);
+            } else if (event.type === 'error' || event.error) {
+              settled = true;
+              reject(new BerthError(event.error?.code ?? 'ERR_INTERNAL', event.error?.message ?? 'the agent reported an error'));
+            }
+          };
+          response.setEncoding('utf8');
+          response.on('data', (chunk: string) => {
+            buffered += chunk;
+            let newline: number;
+            while ((newline = buffered.indexOf('\n')) >= 0) {
+              handleLine(buffered.slice(0, newline));
+              buffered = buffered.slice(newline + 1);
+            }
+          });
+          response.on('end', () => {
+            handleLine(buffered);
+            if (!settled) reject(new BerthError('ERR_AGENT_UNREACHABLE', 'the agent closed the connection before reporting a result'));
+          });
+        },
+      );
+      req.on('error', (error) => reject(new BerthError('ERR_AGENT_UNREACHABLE', `cannot reach the agent at ${this.socketPath}: ${error.message}`, { cause: error })));
+      req.end(payload);
+    });
+  }
+
   delete<T>(path: string): Promise<T> {
     return this.call<T>('DELETE', path);
   }

@@ -3,6 +3,7 @@ import { adminSocketPath } from '../plugins/config/plugin-name.js';
 import { errorMessage, isBerthError } from '../plugins/errors/berth-error.js';
 import { AdminClient } from './admin-client.js';
 import { cliDefaults } from './cli-config.js';
+import { runBackupCommand } from './commands/backup-command.js';
 import { runDoctorCommand } from './commands/doctor-command.js';
 import { runSnapshotCommand } from './commands/snapshot-command.js';
 import { runStatusCommand } from './commands/status-command.js';
@@ -13,6 +14,8 @@ export interface CliContext {
   readonly json: boolean;
   readonly positionals: readonly string[];
   readonly force: boolean;
+  /** Command options (--to, --from, --key, --compression, --full, --keep-last). */
+  readonly options: Readonly<{ to?: string; from?: string; key?: string; compression?: string; full?: boolean; 'keep-last'?: string }>;
 }
 
 const USAGE = `usage: berth COMMAND [--name NAME] [--run-dir DIR] [--json]
@@ -28,6 +31,14 @@ commands:
   snapshot restore VOL@SNAP [--force]
                          replace the volume's content with the snapshot's; the replaced content is
                          kept as a pre-restore snapshot; --force stops and restarts containers using it
+  backup create VOL --to DIR [--key FILE] [--compression zstd|gzip|none] [--full] [--keep-last N]
+                         back up from a fresh snapshot: full the first time, then incremental
+  backup ls DIR [VOL]    list backups (damaged ones are named)
+  backup verify DIR/VOL/ID [--key FILE]
+                         read back the backup and its chain, checking every checksum
+  backup restore DIR/VOL/ID --to NEWVOL [--key FILE]
+                         restore into a new volume (never over an existing one), verified
+  backup keygen FILE     write a new random encryption key (AES-256-GCM)
   doctor                 check the host, the engine and the agent
 
 options:
@@ -41,6 +52,7 @@ const COMMANDS: Record<string, (context: CliContext) => Promise<number>> = {
   volume: runVolumeCommand,
   doctor: runDoctorCommand,
   snapshot: runSnapshotCommand,
+  backup: runBackupCommand,
 };
 
 export async function runCli(argv: readonly string[]): Promise<number> {
@@ -48,7 +60,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
   try {
     parsed = parseArgs({
       args: [...argv],
-      options: { name: { type: 'string' }, 'run-dir': { type: 'string' }, json: { type: 'boolean', default: false }, force: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } },
+      options: { name: { type: 'string' }, 'run-dir': { type: 'string' }, json: { type: 'boolean', default: false }, force: { type: 'boolean', default: false }, to: { type: 'string' }, from: { type: 'string' }, key: { type: 'string' }, compression: { type: 'string' }, full: { type: 'boolean', default: false }, 'keep-last': { type: 'string' }, help: { type: 'boolean', short: 'h', default: false } },
       allowPositionals: true,
       strict: true,
     });
@@ -70,7 +82,10 @@ export async function runCli(argv: readonly string[]): Promise<number> {
   const socket = adminSocketPath(parsed.values['run-dir'] ?? defaults.runDir, parsed.values.name ?? defaults.name);
   const json = parsed.values.json === true;
   try {
-    return await run({ client: new AdminClient(socket), json, positionals, force: parsed.values.force === true });
+    const { to, from, key, compression, full } = parsed.values;
+    const keepLast = parsed.values['keep-last'];
+    const options = { ...(to ? { to } : {}), ...(from ? { from } : {}), ...(key ? { key } : {}), ...(compression ? { compression } : {}), full: full === true, ...(keepLast ? { 'keep-last': keepLast } : {}) };
+    return await run({ client: new AdminClient(socket), json, positionals, force: parsed.values.force === true, options });
   } catch (error) {
     if (json) process.stdout.write(`${JSON.stringify({ error: { code: isBerthError(error) ? error.code : 'ERR_INTERNAL', message: errorMessage(error) } })}\n`);
     process.stderr.write(`berth: ${errorMessage(error)}\n`);

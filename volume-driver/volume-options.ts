@@ -24,6 +24,10 @@ export interface VolumeOptions {
   readonly quiescePre?: string;
   /** Shell command run in each using container after a snapshot (`quiesce-post`). */
   readonly quiescePost?: string;
+  /** Create the volume from a backup: the backup's directory, `<target>/<volume>/<id>` (`from-backup`). */
+  readonly fromBackup?: string;
+  /** Key file for an encrypted `from-backup` (`backup-key`). */
+  readonly backupKey?: string;
   /** Create the volume as a clone of this snapshot (`from-snapshot=VOLUME@SNAPSHOT`). */
   readonly fromSnapshot?: { readonly volume: string; readonly snapshot: string };
 }
@@ -37,6 +41,11 @@ const MAX_ID = 2 ** 32 - 2;
 /** Smaller limits leave no room for a filesystem's own metadata; every write would fail. */
 const MIN_SIZE_BYTES = 1024 * 1024;
 const MIN_SNAPSHOT_INTERVAL_MS = 10_000;
+
+function absolutePathOption(key: string, value: string): string {
+  if (!value.startsWith('/') || value.includes('\0') || value.split('/').includes('..')) throw new BerthError('ERR_INVALID_OPTION', `option ${key}=${JSON.stringify(value)} must be an absolute path without ".."`);
+  return value;
+}
 
 function nonEmptyCommand(key: string, value: string): string {
   if (value.trim() === '' || value.includes('\0')) throw new BerthError('ERR_INVALID_OPTION', `option ${key} must be a non-empty shell command`);
@@ -98,6 +107,14 @@ const OPTION_SPECS: Readonly<Record<string, OptionSpec>> = {
     description: 'with quiesce=exec: shell command run in each container after the snapshot',
     apply: (value, into) => (into.quiescePost = nonEmptyCommand('quiesce-post', value)),
   },
+  'from-backup': {
+    description: 'create the volume from a backup: the absolute path of the backup, TARGET/VOLUME/ID (see berth backup ls)',
+    apply: (value, into) => (into.fromBackup = absolutePathOption('from-backup', value)),
+  },
+  'backup-key': {
+    description: 'with from-backup: absolute path of the key file of an encrypted backup',
+    apply: (value, into) => (into.backupKey = absolutePathOption('backup-key', value)),
+  },
   'from-snapshot': {
     description: 'create the volume as a copy of a snapshot: VOLUME@SNAPSHOT',
     apply: (value, into) => {
@@ -123,6 +140,8 @@ export function parseVolumeOptions(raw: Readonly<Record<string, string>>): Volum
   }
   for (const [key, value] of Object.entries(raw)) OPTION_SPECS[key]?.apply(value, parsed);
   if (parsed.snapshotKeep !== undefined && parsed.snapshotEveryMs === undefined) throw new BerthError('ERR_INVALID_OPTION', 'option snapshot-keep needs snapshot-every');
+  if (parsed.fromBackup !== undefined && parsed.fromSnapshot !== undefined) throw new BerthError('ERR_INVALID_OPTION', 'options from-backup and from-snapshot exclude each other');
+  if (parsed.backupKey !== undefined && parsed.fromBackup === undefined) throw new BerthError('ERR_INVALID_OPTION', 'option backup-key needs from-backup');
   if (parsed.quiesce === 'exec' && parsed.quiescePre === undefined) throw new BerthError('ERR_INVALID_OPTION', 'option quiesce=exec needs quiesce-pre (the command that makes the data consistent)');
   if ((parsed.quiescePre !== undefined || parsed.quiescePost !== undefined) && parsed.quiesce !== 'exec') {
     throw new BerthError('ERR_INVALID_OPTION', 'options quiesce-pre and quiesce-post need quiesce=exec');

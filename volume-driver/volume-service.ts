@@ -32,6 +32,8 @@ export interface VolumeServiceDeps {
   readonly engineCheckTimeoutMs?: number;
   /** Per-volume locks, shared with every service that changes a volume's data (snapshots, restore). */
   readonly locks?: KeyedMutex;
+  /** Restores the backup at `source` (a backup's directory) into the empty directory `destination`. */
+  readonly restoreBackup?: (source: string, keyPath: string | undefined, destination: string, log: Logger) => Promise<void>;
 }
 
 /**
@@ -50,6 +52,26 @@ export class VolumeService {
     validateVolumeName(name);
     const options = parseVolumeOptions(rawOptions);
     this.checkSupported(options);
+    const fromBackup = options.fromBackup;
+    const restore = this.deps.restoreBackup;
+    if (fromBackup && !restore) throw new BerthError('ERR_INVALID_OPTION', 'option from-backup is not available in this agent');
+    const fill = fromBackup && restore ? (path: string) => restore(fromBackup, options.backupKey, path, log) : undefined;
+    return this.createLocked(name, rawOptions, options, fill, log);
+  }
+
+  /**
+   * Creates a volume whose content `fill` writes (a restore). The volume stays invisible to the
+   * engine until `fill` succeeds; if it fails, or the agent dies meanwhile, it is rolled back.
+   */
+  async createFilled(name: string, rawOptions: Readonly<Record<string, string>>, fill: (path: string) => Promise<void>, log: Logger = this.deps.log): Promise<VolumeView> {
+    validateVolumeName(name);
+    const options = parseVolumeOptions(rawOptions);
+    this.checkSupported(options);
+    if (options.fromSnapshot || options.fromBackup) throw new BerthError('ERR_INVALID_OPTION', 'a restored volume cannot also take from-snapshot or from-backup');
+    return this.createLocked(name, rawOptions, options, fill, log);
+  }
+
+  private async createLocked(name: string, rawOptions: Readonly<Record<string, string>>, options: VolumeOptions, fill: ((path: string) => Promise<void>) | undefined, log: Logger): Promise<VolumeView> {
     return this.locks.run(name, async () => {
       const existing = await this.deps.repository.get(name);
       if (existing) {
@@ -78,6 +100,14 @@ export class VolumeService {
           });
         } else {
           await this.deps.backend.create(name, options);
+        }
+        if (fill) {
+          try {
+            await fill(this.deps.backend.path(name));
+          } catch (error) {
+            await this.deps.backend.remove(name).catch((removeError: unknown) => log.error({ err: removeError }, 'could not remove a half-filled volume; the next start will'));
+            throw error;
+          }
         }
       } catch (error) {
         await this.deps.repository.delete(name, revision).catch((rollbackError: unknown) =>
@@ -141,6 +171,11 @@ export class VolumeService {
       await this.deps.repository.put({ ...current.record, mounts }, current.revision);
       log.info({ mountId, mountCount: mountCount({ ...current.record, mounts }) }, 'volume unmounted');
     });
+  }
+
+  async exists(name: string): Promise<boolean> {
+    validateVolumeName(name);
+    return (await this.deps.repository.get(name)) !== undefined;
   }
 
   async get(name: string): Promise<VolumeView> {

@@ -12,6 +12,8 @@ export type BerthErrorCode =
   | 'ERR_SNAPSHOT_NOT_FOUND'
   | 'ERR_SNAPSHOT_EXISTS'
   | 'ERR_QUIESCE_FAILED'
+  | 'ERR_BACKUP_TARGET'
+  | 'ERR_BACKUP_NOT_FOUND'
   | 'ERR_STORAGE'
   | 'ERR_STATE_CONFLICT'
   | 'ERR_STATE_COMPACTED'
@@ -22,7 +24,12 @@ export type BerthErrorCode =
   | 'ERR_ENGINE_UNAVAILABLE'
   | 'ERR_AGENT_UNREACHABLE'
   | 'ERR_NOT_FOUND'
-  | 'ERR_INTERNAL';
+  | 'ERR_INTERNAL'
+  | 'ERR_BACKUP_WRONG_KEY'
+  | 'ERR_BACKUP_CORRUPT'
+  | 'ERR_BACKUP_TRUNCATED'
+  | 'ERR_BACKUP_SOURCE_CHANGED'
+  | 'ERR_BACKUP_UNSAFE_ENTRY';
 
 /** HTTP status the admin API uses for each code; the Docker plugin API always answers 500 (the engine only reads `Err`). */
 const ADMIN_STATUS: Partial<Record<BerthErrorCode, number>> = {
@@ -37,9 +44,13 @@ const ADMIN_STATUS: Partial<Record<BerthErrorCode, number>> = {
   ERR_VOLUME_BUSY: 409,
   ERR_SNAPSHOT_NOT_FOUND: 404,
   ERR_SNAPSHOT_EXISTS: 409,
+  ERR_BACKUP_NOT_FOUND: 404,
   ERR_STATE_CONFLICT: 409,
   ERR_STATE_UNAVAILABLE: 503,
   ERR_ENGINE_UNAVAILABLE: 503,
+  ERR_BACKUP_WRONG_KEY: 400,
+  ERR_BACKUP_CORRUPT: 422,
+  ERR_BACKUP_TRUNCATED: 422,
 };
 
 export interface BerthErrorOptions {

@@ -4,6 +4,7 @@ import { createPluginApp } from '../../plugins/server/plugin-app.js';
 import { SocketHttpServer } from '../../plugins/server/socket-http-server.js';
 import { FileStateStore } from '../../plugins/state/file-state-store.js';
 import { KeyedMutex } from '../../plugins/util/keyed-mutex.js';
+import { BackupService } from '../../volume-driver/backups/backup-service.js';
 import { SnapshotService } from '../../volume-driver/snapshots/snapshot-service.js';
 import { MountReconciler } from '../../volume-driver/mount-reconciler.js';
 import { DirBackend } from '../../volume-driver/storage/dir-backend.js';
@@ -24,6 +25,7 @@ export interface VolumeStack {
   readonly engine: FakeEngine;
   readonly service: VolumeService;
   readonly snapshots: SnapshotService;
+  readonly backups: BackupService;
   /** Stops serving and closes the store, keeping the files (to simulate a restart). */
   stop(): Promise<void>;
   dispose(): Promise<void>;
@@ -39,8 +41,20 @@ export async function startVolumeStack(existingRoot?: string): Promise<VolumeSta
   const engine = new FakeEngine();
   const reconciler = new MountReconciler(repository, engine, 'berth', log);
   const locks = new KeyedMutex();
-  const service = new VolumeService({ repository, backend, usage: new UsageTracker(backend, log), reconciler, log, locks, engineCheckTimeoutMs: 1000 });
+  const late: { backups?: BackupService } = {};
+  const service = new VolumeService({
+    repository,
+    backend,
+    usage: new UsageTracker(backend, log),
+    reconciler,
+    log,
+    locks,
+    engineCheckTimeoutMs: 1000,
+    restoreBackup: (source, keyPath, destination) => late.backups!.restoreFromPath(source, keyPath, destination),
+  });
   const snapshots = new SnapshotService({ repository, backend, locks, engine, driverName: 'berth', log, unmountWaitMs: 2000 });
+  const backups = new BackupService({ snapshots, volumes: service, log, agentVersion: 'test' });
+  late.backups = backups;
   await service.recover();
   const socket = join(root, 'p.sock');
   const server = new SocketHttpServer({ path: socket, socketMode: 0o660, directoryMode: 0o755 }, createPluginApp([createVolumePluginApi(service)], log, 1024 * 1024));
@@ -52,5 +66,5 @@ export async function startVolumeStack(existingRoot?: string): Promise<VolumeSta
     await server.close(1000);
     await store.close();
   };
-  return { root, socket, store, repository, backend, engine, service, snapshots, stop, dispose: async () => (await stop(), await temp?.dispose()) };
+  return { root, socket, store, repository, backend, engine, service, snapshots, backups, stop, dispose: async () => (await stop(), await temp?.dispose()) };
 }

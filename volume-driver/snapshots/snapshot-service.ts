@@ -10,11 +10,11 @@ import type { VolumeRepository } from '../volume-repository.js';
 import { findVolumeUsers } from '../volume-users.js';
 
 export interface SnapshotView extends BackendSnapshot {
-  /** `manual`, `scheduled` (made by a volume's schedule) or `pre-restore` (safety copy). */
+  /** `manual`, `scheduled` (made by a volume's schedule), `pre-restore` (safety copy) or `backup` (source of a running backup). */
   readonly origin: SnapshotOrigin;
 }
 
-export type SnapshotOrigin = 'manual' | 'scheduled' | 'pre-restore';
+export type SnapshotOrigin = 'manual' | 'scheduled' | 'pre-restore' | 'backup';
 
 export interface RestoreResult {
   readonly volume: string;
@@ -39,7 +39,7 @@ export interface SnapshotServiceDeps {
 /** A quiesce command that hangs must not hold the volume (and a scheduled snapshot) forever. */
 const QUIESCE_COMMAND_TIMEOUT_MS = 60_000;
 
-const ORIGIN_PREFIX: Record<Exclude<SnapshotOrigin, 'manual'>, string> = { scheduled: 'auto-', 'pre-restore': 'pre-restore-' };
+const ORIGIN_PREFIX: Record<Exclude<SnapshotOrigin, 'manual'>, string> = { scheduled: 'auto-', 'pre-restore': 'pre-restore-', backup: 'backup-' };
 
 /** Snapshot names made by Berth carry their origin and a sortable UTC time. */
 export function generatedSnapshotName(origin: SnapshotOrigin, at = new Date()): string {
@@ -50,6 +50,7 @@ export function generatedSnapshotName(origin: SnapshotOrigin, at = new Date()): 
 export function snapshotOrigin(name: string): SnapshotOrigin {
   if (name.startsWith(ORIGIN_PREFIX.scheduled)) return 'scheduled';
   if (name.startsWith(ORIGIN_PREFIX['pre-restore'])) return 'pre-restore';
+  if (name.startsWith(ORIGIN_PREFIX.backup)) return 'backup';
   return 'manual';
 }
 
@@ -86,6 +87,20 @@ export class SnapshotService {
     const found = (await this.list(volume)).find((candidate) => candidate.name === snapshot);
     if (!found) throw new BerthError('ERR_SNAPSHOT_NOT_FOUND', `snapshot ${volume}@${snapshot} does not exist`);
     return found;
+  }
+
+  /** Deletes every snapshot of this origin (at start: backups that a crash interrupted). */
+  async removeLeftovers(origin: SnapshotOrigin): Promise<string[]> {
+    const removed: string[] = [];
+    for (const { record } of await this.deps.repository.list()) {
+      if (record.state !== 'ready') continue;
+      for (const snapshot of await this.deps.backend.listSnapshots(record.name)) {
+        if (snapshotOrigin(snapshot.name) !== origin) continue;
+        await this.remove(record.name, snapshot.name);
+        removed.push(`${record.name}@${snapshot.name}`);
+      }
+    }
+    return removed;
   }
 
   /** Removes one snapshot; removing one that is gone succeeds. */

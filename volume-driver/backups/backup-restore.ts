@@ -1,0 +1,210 @@
+/**
+ * Restores a backup chain into an empty directory: the full backup's tar is extracted safely,
+ * then each incremental is applied (paths that disappeared deleted, changed entries replaced,
+ * deltas patched in place, metadata set from the tree listing). Finally every restored file is
+ * checked block by block against the last backup's index, so a restore that returns is exact.
+ * On any failure the caller deletes the half-restored directory: nothing is left looking whole.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, link, lstat, mkdir, rm, symlink, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+import { BerthError } from '../../plugins/errors/berth-error.js';
+import { BLOCK_SIZE, indexFile, parseBlockIndex } from './block-index.js';
+import { readDeltas } from './block-delta.js';
+import type { BackupManifest, BackupObject } from './backup-manifest.js';
+import type { BackupTarget } from './backup-target.js';
+import type { Compression } from './codec/compression.js';
+import type { BackupKey } from './codec/encryption.js';
+import { loadObject, loadObjectBuffer, type ObjectCodec } from './object-pipeline.js';
+import { extractTree, openForPatch, removePath, safeResolve, setMetadata, symlinkTargetProblem, writeFileFrom, type ArchiveEntry } from './tree/safe-extract.js';
+import { compareTreePaths, type EntryMetadata, type TreeEntry } from './tree/tree-entry.js';
+import { walkTree } from './tree/walk-tree.js';
+
+const run = promisify(execFile);
+
+export interface RestoreProgress {
+  (phase: string, doneBytes?: number, totalBytes?: number): void;
+}
+
+/** The chain a restore applies, oldest (the full backup) first; checks that it is whole. */
+export async function loadChain(target: BackupTarget, volume: string, id: string): Promise<BackupManifest[]> {
+  const last = await target.readManifest(volume, id);
+  const chain: BackupManifest[] = [];
+  for (const ancestor of last.chain) {
+    const manifest = await target.readManifest(volume, ancestor).catch((error: unknown) => {
+      throw new BerthError('ERR_BACKUP_CORRUPT', `backup ${volume}/${id} cannot be restored: it needs ${ancestor}, which is unusable (${error instanceof Error ? error.message : String(error)})`);
+    });
+    chain.push(manifest);
+  }
+  chain.push(last);
+  if (chain[0]?.kind !== 'full') throw new BerthError('ERR_BACKUP_CORRUPT', `backup ${volume}/${id} has no full backup at the start of its chain`);
+  return chain;
+}
+
+export function codecFor(manifest: BackupManifest, key: BackupKey | undefined): ObjectCodec {
+  const where = `backup ${manifest.volume}/${manifest.id}`;
+  if (manifest.encryption && !key) throw new BerthError('ERR_BACKUP_WRONG_KEY', `${where} is encrypted (key ${manifest.encryption.keyId}); give its key file`);
+  if (manifest.encryption && key && manifest.encryption.keyId !== key.id) {
+    throw new BerthError('ERR_BACKUP_WRONG_KEY', `${where} was encrypted with key ${manifest.encryption.keyId} but the given key is ${key.id}`);
+  }
+  const compression = manifest.compression as Compression;
+  return manifest.encryption && key ? { compression, key } : { compression };
+}
+
+export function openVerified(target: BackupTarget, manifest: BackupManifest, object: BackupObject, codec: ObjectCodec) {
+  return loadObject(target.openObject(manifest.volume, manifest.id, object.file), object, `backup ${manifest.volume}/${manifest.id} ${object.file}`, codec);
+}
+
+export async function restoreChain(target: BackupTarget, chain: readonly BackupManifest[], key: BackupKey | undefined, destination: string, progress: RestoreProgress = () => undefined): Promise<void> {
+  const total = chain.reduce((sum, manifest) => sum + manifest.stats.changedBytes, 0);
+  let done = 0;
+  const scratch = await mkdtemp(join(dirname(destination), '.berth-extract-'));
+  try {
+    for (const [position, manifest] of chain.entries()) {
+      const codec = codecFor(manifest, key);
+      const base = done;
+      const onBytes = (bytes: number) => progress('restore', base + bytes, total);
+      if (position === 0) {
+        await extractTree(openVerified(target, manifest, manifest.objects.data, codec), destination, { onProgress: onBytes });
+      } else {
+        await applyIncremental(target, manifest, codec, destination, scratch, onBytes);
+      }
+      done = base + manifest.stats.changedBytes;
+    }
+    const last = chain[chain.length - 1]!;
+    await verifyRestored(target, last, codecFor(last, key), destination, progress);
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+async function applyIncremental(target: BackupTarget, manifest: BackupManifest, codec: ObjectCodec, destination: string, scratch: string, onBytes: (bytes: number) => void): Promise<void> {
+  const { tree: treeObject, deltas: deltasObject } = manifest.objects;
+  if (!treeObject || !deltasObject) throw new BerthError('ERR_BACKUP_CORRUPT', `backup ${manifest.volume}/${manifest.id} is corrupt: an incremental without tree or deltas`);
+  const listing = parseListing(await loadObjectBuffer(target.openObject(manifest.volume, manifest.id, treeObject.file), treeObject, `backup ${manifest.volume}/${manifest.id} ${treeObject.file}`, codec), manifest);
+
+  // 1. Delete what the new tree no longer has, or has as another kind of entry.
+  const doomed: string[] = [];
+  for await (const existing of walkTree(destination)) {
+    const wanted = listing.get(existing.path);
+    const sameKind = wanted && (wanted.type === existing.type || (isFileLike(wanted.type) && isFileLike(existing.type)));
+    if (!sameKind && !doomed.some((parent) => existing.path.startsWith(`${parent}/`))) doomed.push(existing.path);
+  }
+  for (const path of doomed) await removePath(destination, path);
+
+  // 2. Changed entries: the tar's paths are validated by extractTree; we write into the destination.
+  let bytes = 0;
+  let rootMetadata: EntryMetadata | undefined;
+  await extractTree(openVerified(target, manifest, manifest.objects.data, codec), scratch, {
+    onEntry: (entry: ArchiveEntry) => async (content: AsyncIterable<Buffer>) => {
+      if (entry.path === '') {
+        rootMetadata = entry;
+        return;
+      }
+      const absolute = await safeResolve(destination, entry.path);
+      switch (entry.type) {
+        case 'directory':
+          await mkdir(absolute, { mode: 0o700 }).catch((error: NodeJS.ErrnoException) => {
+            if (error.code !== 'EEXIST') throw error;
+          });
+          break;
+        case 'file':
+          bytes += await writeFileFrom(content, absolute, entry, { replace: true, expectedSize: entry.size, onBytes: (count) => onBytes(bytes + count) });
+          break;
+        case 'symlink': {
+          const problem = symlinkTargetProblem(entry.path, entry.linkTarget);
+          if (problem !== undefined) throw new BerthError('ERR_BACKUP_UNSAFE_ENTRY', `archive entry ${JSON.stringify(entry.name)} is unsafe: ${problem}`);
+          await unlinkIfPresent(absolute);
+          await symlink(entry.linkTarget!, absolute);
+          break;
+        }
+        case 'hardlink': {
+          const linked = await safeResolve(destination, entry.linkTarget!);
+          const stats = await lstat(linked).catch(() => undefined);
+          if (!stats || stats.isDirectory()) throw new BerthError('ERR_BACKUP_UNSAFE_ENTRY', `archive entry ${JSON.stringify(entry.name)} is unsafe: its hard link target ${JSON.stringify(entry.linkTarget)} is not a restored file`);
+          await unlinkIfPresent(absolute);
+          await link(linked, absolute);
+          break;
+        }
+        case 'fifo':
+          if (!(await lstat(absolute).then((stats) => stats.isFIFO(), () => false))) {
+            await unlinkIfPresent(absolute);
+            await run('mkfifo', ['--', absolute]);
+          }
+          break;
+      }
+    },
+  });
+
+  // 3. Changed blocks, patched in place.
+  let handle: Awaited<ReturnType<typeof openForPatch>> | undefined;
+  try {
+    for await (const event of readDeltas(openVerified(target, manifest, deltasObject, codec), `backup ${manifest.volume}/${manifest.id} ${deltasObject.file}`)) {
+      if (event.kind === 'file') {
+        await handle?.close();
+        handle = undefined;
+        handle = await openForPatch(await safeResolve(destination, event.header.path));
+        await handle.truncate(event.header.size);
+      } else {
+        await handle!.write(event.data, 0, event.data.length, event.index * BLOCK_SIZE);
+        bytes += event.data.length;
+        onBytes(bytes);
+      }
+    }
+  } finally {
+    await handle?.close();
+  }
+
+  // 4. Metadata of every entry from the listing, children before parents (directory mtimes last).
+  const entries = [...listing.values()].sort((a, b) => compareTreePaths(b.path, a.path));
+  for (const entry of entries) await setMetadata(await safeResolve(destination, entry.path), entry);
+  if (rootMetadata) await setMetadata(destination, { ...rootMetadata, type: 'directory' });
+}
+
+/** Every restored file must hash to the last backup's index, block for block. */
+async function verifyRestored(target: BackupTarget, manifest: BackupManifest, codec: ObjectCodec, destination: string, progress: RestoreProgress): Promise<void> {
+  const where = `backup ${manifest.volume}/${manifest.id} ${manifest.objects.index.file}`;
+  const index = parseBlockIndex(await loadObjectBuffer(target.openObject(manifest.volume, manifest.id, manifest.objects.index.file), manifest.objects.index, where, codec), where);
+  const total = [...index.values()].reduce((sum, entry) => sum + entry.size, 0);
+  let done = 0;
+  let restoredFiles = 0;
+  for await (const entry of walkTree(destination)) {
+    if (entry.type !== 'file') continue;
+    restoredFiles++;
+    const expected = index.get(entry.path);
+    if (!expected) throw new BerthError('ERR_BACKUP_CORRUPT', `restore of backup ${manifest.volume}/${manifest.id} produced ${entry.path}, which its index does not list`);
+    const { entry: actual } = await indexFile(join(destination, entry.path), entry.path, { size: entry.size, mtimeMs: entry.mtimeMs, ctimeMs: entry.ctimeMs ?? 0, ino: entry.ino ?? 0 });
+    if (actual.size !== expected.size || !actual.hashes.equals(expected.hashes)) {
+      throw new BerthError('ERR_BACKUP_CORRUPT', `restored ${entry.path} does not match backup ${manifest.volume}/${manifest.id}`);
+    }
+    done += entry.size;
+    progress('verify', done, total);
+  }
+  if (restoredFiles !== index.size) throw new BerthError('ERR_BACKUP_CORRUPT', `restore of backup ${manifest.volume}/${manifest.id} produced ${restoredFiles} files, its index lists ${index.size}`);
+}
+
+function parseListing(data: Buffer, manifest: BackupManifest): Map<string, TreeEntry> {
+  const listing = new Map<string, TreeEntry>();
+  for (const line of data.toString('utf8').split('\n')) {
+    if (line === '') continue;
+    let entry: TreeEntry;
+    try {
+      entry = JSON.parse(line) as TreeEntry;
+    } catch {
+      throw new BerthError('ERR_BACKUP_CORRUPT', `backup ${manifest.volume}/${manifest.id} is corrupt: unreadable tree listing`);
+    }
+    listing.set(entry.path, entry);
+  }
+  return listing;
+}
+
+function isFileLike(type: string): boolean {
+  return type === 'file' || type === 'hardlink';
+}
+
+async function unlinkIfPresent(path: string): Promise<void> {
+  await unlink(path).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== 'ENOENT') throw error;
+  });
+}

@@ -1,0 +1,144 @@
+/**
+ * Block index: per regular file, a 16-byte hash of every 4 KiB block. An incremental backup
+ * compares the snapshot's files with the parent backup's index and ships only blocks whose hash
+ * changed, so scattered database page writes cost their own size (not 1-2 MiB chunks, which
+ * amplify 256 scattered 4 KiB writes into ~400 MiB). Files whose size, mtime, ctime and inode are
+ * unchanged reuse the parent's hashes without being read.
+ *
+ * Serialized form (before compression/encryption): a sequence of records,
+ * [u32 header length][header JSON][u32 hash bytes length][hashes], one per file.
+ */
+import { hash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { BerthError } from '../../plugins/errors/berth-error.js';
+
+export const BLOCK_SIZE = 4096;
+export const HASH_BYTES = 16;
+/** Files are read in batches of blocks: one read call per MiB. */
+const READ_BLOCKS = 256;
+
+export interface FileIndexEntry {
+  readonly path: string;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly ctimeMs: number;
+  readonly ino: number;
+  /** HASH_BYTES per block, ceil(size / BLOCK_SIZE) blocks. */
+  readonly hashes: Buffer;
+}
+
+export type BlockIndex = Map<string, FileIndexEntry>;
+
+export function blockCount(size: number): number {
+  return Math.ceil(size / BLOCK_SIZE);
+}
+
+export function hashBlock(block: Buffer): Buffer {
+  return hash('sha256', block, 'buffer').subarray(0, HASH_BYTES);
+}
+
+export interface FileStat {
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly ctimeMs: number;
+  readonly ino: number;
+}
+
+/** The parent's entry still describes this file when nothing about it changed. */
+export function unchangedSince(previous: FileIndexEntry, stat: FileStat): boolean {
+  return previous.size === stat.size && previous.mtimeMs === stat.mtimeMs && previous.ctimeMs === stat.ctimeMs && previous.ino === stat.ino;
+}
+
+/**
+ * Hashes a file block by block. With `previous`, also reports the blocks that differ from it
+ * (changed blocks and blocks past its old end) to `onChangedBlock`, in order.
+ */
+export async function indexFile(
+  absolutePath: string,
+  relativePath: string,
+  stat: FileStat,
+  onChangedBlock?: (blockIndex: number, length: number) => void,
+  previous?: FileIndexEntry,
+): Promise<{ entry: FileIndexEntry; changedBlocks: number }> {
+  const blocks = blockCount(stat.size);
+  const hashes = Buffer.allocUnsafe(blocks * HASH_BYTES);
+  const handle = await open(absolutePath, 'r');
+  let changedBlocks = 0;
+  try {
+    const buffer = Buffer.allocUnsafe(BLOCK_SIZE * READ_BLOCKS);
+    for (let first = 0; first < blocks; first += READ_BLOCKS) {
+      const want = Math.min(READ_BLOCKS, blocks - first) * BLOCK_SIZE;
+      const { bytesRead } = await handle.read(buffer, 0, want, first * BLOCK_SIZE);
+      const expected = Math.min(want, stat.size - first * BLOCK_SIZE);
+      if (bytesRead !== expected) throw new BerthError('ERR_BACKUP_SOURCE_CHANGED', `file ${relativePath} changed size while being read`);
+      for (let offset = 0; offset < bytesRead; offset += BLOCK_SIZE) {
+        const index = first + offset / BLOCK_SIZE;
+        const block = buffer.subarray(offset, Math.min(offset + BLOCK_SIZE, bytesRead));
+        const digest = hashBlock(block);
+        digest.copy(hashes, index * HASH_BYTES);
+        if (previous && !sameBlock(previous, index, digest, block.length)) {
+          changedBlocks++;
+          onChangedBlock?.(index, block.length);
+        }
+      }
+    }
+  } finally {
+    await handle.close();
+  }
+  return { entry: { path: relativePath, size: stat.size, mtimeMs: stat.mtimeMs, ctimeMs: stat.ctimeMs, ino: stat.ino, hashes }, changedBlocks };
+}
+
+function sameBlock(previous: FileIndexEntry, index: number, digest: Buffer, length: number): boolean {
+  if (index >= blockCount(previous.size)) return false;
+  // A last block that grew or shrank is shipped whole: its hash alone cannot tell lengths apart.
+  const oldLength = Math.min(BLOCK_SIZE, previous.size - index * BLOCK_SIZE);
+  if (oldLength !== length) return false;
+  return previous.hashes.compare(digest, 0, HASH_BYTES, index * HASH_BYTES, (index + 1) * HASH_BYTES) === 0;
+}
+
+/** Hashes the blocks of one archived chunk; chunks start on block boundaries. */
+export function hashChunkInto(hashes: Buffer, chunk: Buffer, offset: number): void {
+  for (let position = 0; position < chunk.length; position += BLOCK_SIZE) {
+    hashBlock(chunk.subarray(position, Math.min(position + BLOCK_SIZE, chunk.length))).copy(hashes, ((offset + position) / BLOCK_SIZE) * HASH_BYTES);
+  }
+}
+
+export function serializeBlockIndex(index: Iterable<FileIndexEntry>): Buffer[] {
+  const parts: Buffer[] = [];
+  for (const entry of index) {
+    const header = Buffer.from(JSON.stringify({ path: entry.path, size: entry.size, mtimeMs: entry.mtimeMs, ctimeMs: entry.ctimeMs, ino: entry.ino }), 'utf8');
+    const lengths = Buffer.allocUnsafe(4);
+    lengths.writeUInt32BE(header.length);
+    const hashLength = Buffer.allocUnsafe(4);
+    hashLength.writeUInt32BE(entry.hashes.length);
+    parts.push(lengths, header, hashLength, entry.hashes);
+  }
+  return parts;
+}
+
+export function parseBlockIndex(data: Buffer, objectName: string): BlockIndex {
+  const index: BlockIndex = new Map();
+  let offset = 0;
+  const corrupt = (why: string) => new BerthError('ERR_BACKUP_CORRUPT', `${objectName} is corrupt: ${why} at byte ${offset}`);
+  while (offset < data.length) {
+    if (offset + 4 > data.length) throw corrupt('truncated record header');
+    const headerLength = data.readUInt32BE(offset);
+    offset += 4;
+    if (offset + headerLength + 4 > data.length) throw corrupt('truncated record');
+    let header: { path?: unknown; size?: unknown; mtimeMs?: unknown; ctimeMs?: unknown; ino?: unknown };
+    try {
+      header = JSON.parse(data.subarray(offset, offset + headerLength).toString('utf8')) as typeof header;
+    } catch {
+      throw corrupt('unreadable record');
+    }
+    offset += headerLength;
+    const hashLength = data.readUInt32BE(offset);
+    offset += 4;
+    const { path, size, mtimeMs, ctimeMs, ino } = header;
+    if (typeof path !== 'string' || typeof size !== 'number' || typeof mtimeMs !== 'number' || typeof ctimeMs !== 'number' || typeof ino !== 'number') throw corrupt('invalid record');
+    if (hashLength !== blockCount(size) * HASH_BYTES || offset + hashLength > data.length) throw corrupt(`hash list of ${path} does not match its size`);
+    index.set(path, { path, size, mtimeMs, ctimeMs, ino, hashes: Buffer.from(data.subarray(offset, offset + hashLength)) });
+    offset += hashLength;
+  }
+  return index;
+}
