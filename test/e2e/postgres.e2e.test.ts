@@ -1,7 +1,8 @@
 import { expect } from 'chai';
 import { join } from 'node:path';
 import { startCluster, type Cluster, type Host } from '../helpers/cluster.js';
-import { ensurePostgresImage, startPostgres, type PostgresContainer } from '../helpers/postgres.js';
+import { ensurePostgresImage, POSTGRES_IMAGE, PostgresContainer, startPostgres } from '../helpers/postgres.js';
+import { repoRoot } from '../helpers/repo-root.js';
 import { requirePrerequisites } from '../helpers/prerequisites.js';
 import { waitUntil } from '../helpers/wait-until.js';
 
@@ -178,5 +179,74 @@ describe('PostgreSQL on Berth volumes through a real Docker Engine', function ()
     expect(redoFromCheckpointAfterWalBefore, "the clone's redo starts at the CHECKPOINT quiesce-pre ran just before the snapshot").to.equal(true);
     await clone.remove();
     await pg.remove();
+  });
+
+  it('backs up while pgbench writes (full, then incremental); the restored volume runs a consistent database', async () => {
+    const backupDir = join(host.dir, 'backups');
+    const pg = await loadedDatabase('pg-backup', 'pgbk', ['quiesce=exec', 'quiesce-pre=psql -U postgres -c CHECKPOINT']);
+    const bench = pg.pgbench(['-n', '-c', '4', '-j', '2', '-T', '25'], { timeoutMs: 180_000 });
+    bench.catch(() => undefined);
+    await waitUntil(async () => (await committed(pg)) >= 200, { description: 'pgbench to commit 200 transactions', timeoutMs: 30_000, intervalMs: 250 });
+    const full = JSON.parse(await berth('backup', 'create', 'pgbk', '--to', backupDir, '--json')) as { backup: { id: string; kind: string } };
+    expect(full.backup.kind).to.equal('full');
+    const before = await committed(pg);
+    const incremental = JSON.parse(await berth('backup', 'create', 'pgbk', '--to', backupDir, '--json')) as { backup: { id: string; kind: string; parent: string; changedBytes: number; logicalBytes: number } };
+    const after = await committed(pg);
+    expect(incremental.backup).to.include({ kind: 'incremental', parent: full.backup.id });
+    expect(incremental.backup.changedBytes, 'an incremental ships less than the whole database').to.be.below(incremental.backup.logicalBytes);
+    const result = await bench;
+    expect(result.code, `pgbench failed: ${result.stderr}`).to.equal(0);
+
+    const listed = JSON.parse(await berth('backup', 'ls', backupDir, 'pgbk', '--json')) as Array<{ id: string; kind: string }>;
+    expect(listed.map((entry) => [entry.id, entry.kind])).to.deep.equal([[full.backup.id, 'full'], [incremental.backup.id, 'incremental']]);
+    const verified = JSON.parse(await berth('backup', 'verify', join(backupDir, 'pgbk', incremental.backup.id), '--json')) as { verified: Array<{ id: string }> };
+    expect(verified.verified.map((entry) => entry.id)).to.deep.equal([full.backup.id, incremental.backup.id]);
+
+    const restored = JSON.parse(await berth('backup', 'restore', join(backupDir, 'pgbk', incremental.backup.id), '--to', 'pgbk-restored', '--json')) as { volume: string; chain: string[] };
+    expect(restored).to.deep.equal({ volume: 'pgbk-restored', chain: [full.backup.id, incremental.backup.id] });
+    const again = await host.berth(['backup', 'restore', join(backupDir, 'pgbk', incremental.backup.id), '--to', 'pgbk-restored']);
+    expect(again.stderr, 'a restore never overwrites a volume').to.contain('volume pgbk-restored already exists');
+
+    const copy = await startPostgres(host, { name: 'pg-restored', volume: 'pgbk-restored' });
+    const amcheck = await copy.exec(['pg_amcheck', '-U', 'postgres', '--all', '--install-missing', '--heapallindexed'], { timeoutMs: 300_000 });
+    expect(amcheck.code, `pg_amcheck found corruption:\n${amcheck.stdout}${amcheck.stderr}`).to.equal(0);
+    const totals = await ledger(copy);
+    expect(totals.accounts).to.equal(ACCOUNTS);
+    expect(totals.accountBalances).to.equal(totals.historyDeltas);
+    expect(totals.tellerBalances).to.equal(totals.historyDeltas);
+    expect(totals.history, 'what committed before the incremental backup is restored').to.be.at.least(before);
+    expect(totals.history, 'nothing committed after it is').to.be.at.most(after);
+    await copy.remove();
+
+    // The same through the engine: a volume created from the full backup.
+    await docker('volume', 'create', '-d', 'berth', '-o', `from-backup=${join(backupDir, 'pgbk', full.backup.id)}`, 'pgbk-from-full');
+    const fromFull = await startPostgres(host, { name: 'pg-from-full', volume: 'pgbk-from-full' });
+    expect(await fromFull.psql('SELECT count(*) FROM pgbench_accounts')).to.equal(String(ACCOUNTS));
+    await fromFull.remove();
+    await pg.remove();
+  });
+
+  it('the root docker-compose.yml runs PostgreSQL on a Berth volume that backs up and restores', async () => {
+    const project = 'berthroot';
+    const compose = (...args: string[]) => host.compose(args, { cwd: repoRoot, projectName: project, env: { BERTH_PG_IMAGE: POSTGRES_IMAGE } });
+    const up = await compose('up', '-d');
+    expect(up.code, up.stderr).to.equal(0);
+    const container = `${project}_db_1`;
+    const db = new PostgresContainer(host, container, `${project}_pgdata`, 120_000);
+    await db.waitReady();
+    const [inspect] = JSON.parse((await docker('volume', 'inspect', `${project}_pgdata`)).stdout) as Array<{ Driver: string; Options: Record<string, string> }>;
+    expect(inspect?.Driver).to.equal('berth');
+    expect(inspect?.Options).to.include({ 'snapshot-every': '1h', 'snapshot-keep': '24', quiesce: 'exec' });
+    await db.psql("CREATE TABLE orders (id serial PRIMARY KEY, item text); INSERT INTO orders (item) SELECT 'item-' || g FROM generate_series(1, 1000) g");
+    // The schedule's first snapshot is taken at once.
+    await waitUntil(async () => (JSON.parse(await berth('snapshot', 'ls', `${project}_pgdata`, '--json')) as Array<{ origin: string }>).some((snapshot) => snapshot.origin === 'scheduled'), { description: 'the scheduled snapshot', timeoutMs: 30_000, intervalMs: 1000 });
+    const backupDir = join(host.dir, 'compose-backups');
+    const made = JSON.parse(await berth('backup', 'create', `${project}_pgdata`, '--to', backupDir, '--json')) as { backup: { id: string } };
+    await berth('backup', 'restore', join(backupDir, `${project}_pgdata`, made.backup.id), '--to', 'compose-restored');
+    const restored = await startPostgres(host, { name: 'compose-restored-db', volume: 'compose-restored' });
+    expect(await restored.psql('SELECT count(*) FROM orders')).to.equal('1000');
+    await restored.remove();
+    const down = await compose('down');
+    expect(down.code, down.stderr).to.equal(0);
   });
 });
