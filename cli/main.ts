@@ -15,7 +15,7 @@ export interface CliContext {
   readonly positionals: readonly string[];
   readonly force: boolean;
   /** Command options (--to, --from, --key, --compression, --full, --keep-last). */
-  readonly options: Readonly<{ to?: string; from?: string; key?: string; compression?: string; full?: boolean; 'keep-last'?: string }>;
+  readonly options: Readonly<{ to?: string; from?: string; key?: string; compression?: string; full?: boolean; 'keep-last'?: string; 'allow-escaping-symlinks'?: boolean }>;
 }
 
 const USAGE = `usage: berth COMMAND [--name NAME] [--run-dir DIR] [--json]
@@ -36,7 +36,7 @@ commands:
   backup ls DIR [VOL]    list backups (damaged ones are named)
   backup verify DIR/VOL/ID [--key FILE]
                          read back the backup and its chain, checking every checksum
-  backup restore DIR/VOL/ID --to NEWVOL [--key FILE]
+  backup restore DIR/VOL/ID --to NEWVOL [--key FILE] [--allow-escaping-symlinks]
                          restore into a new volume (never over an existing one), verified
   backup keygen FILE     write a new random encryption key (AES-256-GCM)
   doctor                 check the host, the engine and the agent
@@ -60,7 +60,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
   try {
     parsed = parseArgs({
       args: [...argv],
-      options: { name: { type: 'string' }, 'run-dir': { type: 'string' }, json: { type: 'boolean', default: false }, force: { type: 'boolean', default: false }, to: { type: 'string' }, from: { type: 'string' }, key: { type: 'string' }, compression: { type: 'string' }, full: { type: 'boolean', default: false }, 'keep-last': { type: 'string' }, help: { type: 'boolean', short: 'h', default: false } },
+      options: { name: { type: 'string' }, 'run-dir': { type: 'string' }, json: { type: 'boolean', default: false }, force: { type: 'boolean', default: false }, to: { type: 'string' }, from: { type: 'string' }, key: { type: 'string' }, compression: { type: 'string' }, full: { type: 'boolean', default: false }, 'keep-last': { type: 'string' }, 'allow-escaping-symlinks': { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } },
       allowPositionals: true,
       strict: true,
     });
@@ -84,7 +84,15 @@ export async function runCli(argv: readonly string[]): Promise<number> {
   try {
     const { to, from, key, compression, full } = parsed.values;
     const keepLast = parsed.values['keep-last'];
-    const options = { ...(to ? { to } : {}), ...(from ? { from } : {}), ...(key ? { key } : {}), ...(compression ? { compression } : {}), full: full === true, ...(keepLast ? { 'keep-last': keepLast } : {}) };
+    const options = {
+      ...(to ? { to } : {}),
+      ...(from ? { from } : {}),
+      ...(key ? { key } : {}),
+      ...(compression ? { compression } : {}),
+      full: full === true,
+      ...(keepLast ? { 'keep-last': keepLast } : {}),
+      'allow-escaping-symlinks': parsed.values['allow-escaping-symlinks'] === true,
+    };
     return await run({ client: new AdminClient(socket), json, positionals, force: parsed.values.force === true, options });
   } catch (error) {
     if (json) process.stdout.write(`${JSON.stringify({ error: { code: isBerthError(error) ? error.code : 'ERR_INTERNAL', message: errorMessage(error) } })}\n`);

@@ -1,5 +1,5 @@
 // Shape of results.json, and its rendering as the Markdown table of results.md and the README.
-import type { Summary } from './stats.js';
+import type { Summary } from '../common/stats.js';
 
 export type DriverName = 'berth' | 'local';
 

@@ -4,9 +4,9 @@
 //   node dist/bench/volume-lifecycle/run.js [--cycles 200] [--volumes 1000] [--out bench/volume-lifecycle/results.json]
 //
 // See README.md next to this file for what is measured and how to read the figures.
-import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startCluster, type Host } from '../../test/helpers/cluster.js';
 import { callPlugin, goJson, type RawResponse } from '../../test/helpers/plugin-client.js';
@@ -14,7 +14,8 @@ import { repoRoot } from '../../test/helpers/repo-root.js';
 import { runCommand } from '../../test/helpers/run-command.js';
 import { BUSYBOX_IMAGE, ensureBusyboxImage } from '../../test/helpers/test-images.js';
 import { renderMarkdown, renderTable, type BenchResults, type DriverLifecycle, type DriverName, type Target } from './results.js';
-import { median, ratio, round, seededRandom, summarize, timed } from './stats.js';
+import { describeSource, mdPathFor, writeResultFiles } from '../common/report.js';
+import { median, ratio, round, seededRandom, summarize, timed } from '../common/stats.js';
 
 interface Options {
   cycles: number;
@@ -126,7 +127,7 @@ async function main(): Promise<number> {
       allTargetsMet: targets.every((t) => t.met),
     };
     // Written before the cleanup, so a failing disposal does not lose the figures of a long run.
-    writeResults(results, options.out);
+    writeResultFiles(options.out, results, renderMarkdown(results), renderTable(results));
   } finally {
     await removeLeftovers(host, live);
     log('disposing the cluster');
@@ -407,33 +408,6 @@ async function describeMachine(host: Host): Promise<Omit<BenchResults['machine']
     docker: { client, server },
     storage,
   };
-}
-
-/** The commit measured, and how many files outside bench/ differ from it (a dirty tree is measured as built). */
-async function describeSource(): Promise<BenchResults['source']> {
-  const head = await runCommand(['git', '-C', repoRoot, 'rev-parse', 'HEAD']).catch(() => undefined);
-  const status = await runCommand(['git', '-C', repoRoot, 'status', '--porcelain', '--untracked-files=no']).catch(() => undefined);
-  const changed = status?.code === 0 ? status.stdout.split('\n').filter((line) => line.trim() !== '' && !line.slice(3).startsWith('bench/')) : [];
-  return { commit: head?.code === 0 ? head.stdout.trim() : 'unknown', uncommittedFiles: changed.map((line) => line.slice(3)) };
-}
-
-function mdPathFor(out: string): string {
-  return out.endsWith('.json') ? `${out.slice(0, -'.json'.length)}.md` : `${out}.md`;
-}
-
-/** results.json, results.md, and the table between the markers of the README next to them (if any). */
-function writeResults(results: BenchResults, out: string): void {
-  writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
-  writeFileSync(mdPathFor(out), renderMarkdown(results));
-  const readme = join(dirname(out), 'README.md');
-  if (!existsSync(readme)) return;
-  const text = readFileSync(readme, 'utf8');
-  const start = '<!-- results:start -->';
-  const end = '<!-- results:end -->';
-  const from = text.indexOf(start);
-  const to = text.indexOf(end);
-  if (from < 0 || to < from) return;
-  writeFileSync(readme, `${text.slice(0, from + start.length)}\n${renderTable(results)}${text.slice(to)}`);
 }
 
 function parseOptions(argv: string[]): Options {

@@ -50,13 +50,14 @@ async function create(context: CliContext, args: readonly string[]): Promise<num
     full: context.options.full === true,
     ...(context.options['keep-last'] ? { keepLast: Number(context.options['keep-last']) } : {}),
   };
-  const result = await streamed<{ backup: BackupSummary; removedByRetention: string[]; skipped: string[] }>(context, '/v1/backups', body);
+  const result = await streamed<{ backup: BackupSummary; removedByRetention: string[]; skipped: string[]; warnings: string[] }>(context, '/v1/backups', body);
   if (context.json) printJson(result);
   else {
     const backup = result.backup;
     process.stdout.write(`${backup.kind} backup ${backup.volume}/${backup.id}: ${formatBytes(backup.logicalBytes)} in volume, ${formatBytes(backup.changedBytes)} changed, ${formatBytes(backup.storedBytes)} stored, ${(backup.durationMs / 1000).toFixed(1)} s\n`);
     if (result.removedByRetention.length > 0) process.stdout.write(`retention removed ${result.removedByRetention.join(', ')}\n`);
     for (const skipped of result.skipped) process.stderr.write(`left out: ${skipped}\n`);
+    for (const warning of result.warnings) process.stderr.write(`warning: ${warning}\n`);
   }
   return 0;
 }
@@ -88,7 +89,12 @@ async function restore(context: CliContext, args: readonly string[]): Promise<nu
   const reference = parseBackupReference(args[0], context.options.from, 'backup restore VOLUME/ID --from DIR --to NEWVOLUME | backup restore DIR/VOLUME/ID --to NEWVOLUME [--key FILE]');
   const to = context.options.to;
   if (!to) throw usage('backup restore ... --to NEWVOLUME');
-  const result = await streamed<{ volume: string; chain: string[] }>(context, '/v1/backups/restore', { ...reference, to, ...(context.options.key ? { key: absolute(context.options.key) } : {}) });
+  const result = await streamed<{ volume: string; chain: string[] }>(context, '/v1/backups/restore', {
+    ...reference,
+    to,
+    ...(context.options.key ? { key: absolute(context.options.key) } : {}),
+    allowEscapingSymlinks: context.options['allow-escaping-symlinks'] === true,
+  });
   if (context.json) printJson(result);
   else process.stdout.write(`restored ${reference.volume}/${reference.id} into volume ${result.volume} (${result.chain.length} backup${result.chain.length > 1 ? 's' : ''} applied, every file verified)\n`);
   return 0;

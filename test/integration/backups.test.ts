@@ -221,4 +221,15 @@ describe('backups: full, incremental, encrypted, verified, restored', function (
     else expect(restored).to.deep.equal(before);
     await rename(live('written-during-backup'), live('renamed'));
   });
+
+  it('warns about symlinks pointing outside the volume; restores them only when allowed', async () => {
+    await symlink('/var/lib/app/current', live('current'));
+    const result = await backups.create({ volume: 'db', target });
+    expect(result.warnings).to.deep.equal(['1 symlink(s) point outside the volume (e.g. current -> /var/lib/app/current); restoring this backup needs --allow-escaping-symlinks']);
+    const refused = await expectBerthError(backups.restore({ target, volume: 'db', id: result.manifest.id, to: 'refused' }), 'ERR_BACKUP_UNSAFE_ENTRY');
+    expect(refused.message).to.contain('current');
+    expect(await stack.service.exists('refused')).to.equal(false);
+    await backups.restore({ target, volume: 'db', id: result.manifest.id, to: 'allowed', allowEscapingSymlinks: true });
+    expect(await fingerprint(join(stack.root, 'volumes', 'allowed'))).to.deep.equal(await fingerprint(live()));
+  });
 });

@@ -22,7 +22,7 @@ export function createBackupAdminRoutes(backups: BackupService): AdminRoute[] {
           ...(request.body.keepLast !== undefined ? { keepLast: Number(request.body.keepLast) } : {}),
           onProgress: (phase, doneBytes, totalBytes) => request.progress({ phase, ...(doneBytes !== undefined ? { doneBytes } : {}), ...(totalBytes !== undefined ? { totalBytes } : {}) }),
         });
-        return { backup: summary(result.manifest), removedByRetention: result.removedByRetention, skipped: result.skipped };
+        return { backup: summary(result.manifest), removedByRetention: result.removedByRetention, skipped: result.skipped, warnings: result.warnings };
       },
     },
     {
@@ -53,6 +53,7 @@ export function createBackupAdminRoutes(backups: BackupService): AdminRoute[] {
           id: requiredString(request, 'id'),
           to: requiredString(request, 'to'),
           ...optional(request, 'key', 'keyPath'),
+          allowEscapingSymlinks: request.body.allowEscapingSymlinks === true,
           onProgress: (phase, doneBytes, totalBytes) => request.progress({ phase, ...(doneBytes !== undefined ? { doneBytes } : {}), ...(totalBytes !== undefined ? { totalBytes } : {}) }),
         }),
     },

@@ -56,7 +56,12 @@ export function openVerified(target: BackupTarget, manifest: BackupManifest, obj
   return loadObject(target.openObject(manifest.volume, manifest.id, object.file), object, `backup ${manifest.volume}/${manifest.id} ${object.file}`, codec);
 }
 
-export async function restoreChain(target: BackupTarget, chain: readonly BackupManifest[], key: BackupKey | undefined, destination: string, progress: RestoreProgress = () => undefined): Promise<void> {
+export interface RestoreOptions {
+  /** Accept symlinks pointing outside the volume; the restore never follows them either way. */
+  readonly allowEscapingSymlinks?: boolean;
+}
+
+export async function restoreChain(target: BackupTarget, chain: readonly BackupManifest[], key: BackupKey | undefined, destination: string, progress: RestoreProgress = () => undefined, options: RestoreOptions = {}): Promise<void> {
   const total = chain.reduce((sum, manifest) => sum + manifest.stats.changedBytes, 0);
   let done = 0;
   const scratch = await mkdtemp(join(dirname(destination), '.berth-extract-'));
@@ -66,9 +71,9 @@ export async function restoreChain(target: BackupTarget, chain: readonly BackupM
       const base = done;
       const onBytes = (bytes: number) => progress('restore', base + bytes, total);
       if (position === 0) {
-        await extractTree(openVerified(target, manifest, manifest.objects.data, codec), destination, { onProgress: onBytes });
+        await extractTree(openVerified(target, manifest, manifest.objects.data, codec), destination, { onProgress: onBytes, allowEscapingSymlinks: options.allowEscapingSymlinks === true });
       } else {
-        await applyIncremental(target, manifest, codec, destination, scratch, onBytes);
+        await applyIncremental(target, manifest, codec, destination, scratch, onBytes, options);
       }
       done = base + manifest.stats.changedBytes;
     }
@@ -79,7 +84,7 @@ export async function restoreChain(target: BackupTarget, chain: readonly BackupM
   }
 }
 
-async function applyIncremental(target: BackupTarget, manifest: BackupManifest, codec: ObjectCodec, destination: string, scratch: string, onBytes: (bytes: number) => void): Promise<void> {
+async function applyIncremental(target: BackupTarget, manifest: BackupManifest, codec: ObjectCodec, destination: string, scratch: string, onBytes: (bytes: number) => void, options: RestoreOptions): Promise<void> {
   const { tree: treeObject, deltas: deltasObject } = manifest.objects;
   if (!treeObject || !deltasObject) throw new BerthError('ERR_BACKUP_CORRUPT', `backup ${manifest.volume}/${manifest.id} is corrupt: an incremental without tree or deltas`);
   const listing = parseListing(await loadObjectBuffer(target.openObject(manifest.volume, manifest.id, treeObject.file), treeObject, `backup ${manifest.volume}/${manifest.id} ${treeObject.file}`, codec), manifest);
@@ -113,7 +118,7 @@ async function applyIncremental(target: BackupTarget, manifest: BackupManifest, 
           bytes += await writeFileFrom(content, absolute, entry, { replace: true, expectedSize: entry.size, onBytes: (count) => onBytes(bytes + count) });
           break;
         case 'symlink': {
-          const problem = symlinkTargetProblem(entry.path, entry.linkTarget);
+          const problem = options.allowEscapingSymlinks ? (entry.linkTarget ? undefined : 'it has no target') : symlinkTargetProblem(entry.path, entry.linkTarget);
           if (problem !== undefined) throw new BerthError('ERR_BACKUP_UNSAFE_ENTRY', `archive entry ${JSON.stringify(entry.name)} is unsafe: ${problem}`);
           await unlinkIfPresent(absolute);
           await symlink(entry.linkTarget!, absolute);

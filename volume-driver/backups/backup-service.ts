@@ -34,6 +34,8 @@ export interface BackupResult {
   readonly manifest: BackupManifest;
   readonly removedByRetention: readonly string[];
   readonly skipped: readonly string[];
+  /** Things the operator must know to restore this backup. */
+  readonly warnings: readonly string[];
 }
 
 export interface BackupServiceDeps {
@@ -75,6 +77,7 @@ export class BackupService {
       const id = newBackupId(new Date(), randomBytes(2).toString('hex'));
       const skipped: string[] = [];
       let manifest: BackupManifest;
+      const warnings: string[] = [];
       try {
         const pending = await target.begin(volume, id);
         try {
@@ -86,6 +89,9 @@ export class BackupService {
             onProgress: (done, total) => progress(parent ? 'incremental' : 'full', Math.round(done), total),
             onSkip: (path, reason) => skipped.push(`${path}: ${reason}`),
           });
+          if (written.escapingSymlinks.length > 0) {
+            warnings.push(`${written.escapingSymlinks.length} symlink(s) point outside the volume (e.g. ${written.escapingSymlinks[0]}); restoring this backup needs --allow-escaping-symlinks`);
+          }
           const storedBytes = Object.values(written.objects).reduce((sum, object) => sum + (object?.bytes ?? 0), 0);
           manifest = {
             format: BACKUP_FORMAT,
@@ -115,7 +121,7 @@ export class BackupService {
       if (skipped.length > 0) this.deps.log.warn({ volume, id, skipped }, 'entries a backup cannot carry were left out');
       this.deps.log.info({ volume, id, kind: manifest.kind, target: target.description, stats: manifest.stats }, 'backup created');
       const removedByRetention = request.keepLast === undefined ? [] : await this.applyRetention(target, volume, request.keepLast);
-      return { manifest, removedByRetention, skipped };
+      return { manifest, removedByRetention, skipped, warnings };
     });
   }
 
@@ -141,14 +147,26 @@ export class BackupService {
   }
 
   /** Restores into a new volume; an existing volume is never overwritten. */
-  async restore(request: { target: BackupTarget; volume: string; id: string; to: string; keyPath?: string; options?: Readonly<Record<string, string>>; onProgress?: CreateBackupRequest['onProgress'] }): Promise<{ volume: string; chain: string[] }> {
+  async restore(request: {
+    target: BackupTarget;
+    volume: string;
+    id: string;
+    to: string;
+    keyPath?: string;
+    options?: Readonly<Record<string, string>>;
+    /** Accept symlinks pointing outside the volume (never followed by the restore itself). */
+    allowEscapingSymlinks?: boolean;
+    onProgress?: CreateBackupRequest['onProgress'];
+  }): Promise<{ volume: string; chain: string[] }> {
     validateVolumeName(request.to);
     const volumes = this.deps.volumes;
     const key = request.keyPath === undefined ? undefined : await loadBackupKey(request.keyPath);
     const chain = await loadChain(request.target, request.volume, request.id);
     for (const manifest of chain) codecFor(manifest, key); // names a missing or wrong key before anything is created
     if (await volumes.exists(request.to)) throw new BerthError('ERR_VOLUME_EXISTS', `volume ${request.to} already exists; restore never overwrites a volume, choose a new name`);
-    await volumes.createFilled(request.to, request.options ?? {}, (destination) => restoreChain(request.target, chain, key, destination, request.onProgress));
+    await volumes.createFilled(request.to, request.options ?? {}, (destination) =>
+      restoreChain(request.target, chain, key, destination, request.onProgress, { allowEscapingSymlinks: request.allowEscapingSymlinks === true }),
+    );
     this.deps.log.info({ backup: `${request.volume}/${request.id}`, volume: request.to }, 'backup restored into a new volume');
     return { volume: request.to, chain: chain.map((manifest) => manifest.id) };
   }

@@ -19,6 +19,7 @@ import { encodeDeltaBlock, encodeDeltaHeader, type DeltaHeader } from './block-d
 import type { BackupObject } from './backup-manifest.js';
 import type { PendingBackup } from './backup-target.js';
 import { bufferSource, objectFileName, storeObject, type ObjectCodec } from './object-pipeline.js';
+import { symlinkTargetProblem } from './tree/safe-extract.js';
 import { packTree } from './tree/tar-pack.js';
 import type { RootMetadata, TreeEntry } from './tree/tree-entry.js';
 import { readRootMetadata, walkTree } from './tree/walk-tree.js';
@@ -39,6 +40,8 @@ export interface WriteOutput {
   readonly files: number;
   readonly logicalBytes: number;
   readonly changedBytes: number;
+  /** Symlinks a default restore refuses because they point outside the volume. */
+  readonly escapingSymlinks: readonly string[];
 }
 
 /** A changed file ships as deltas only while they stay below this share of its size. */
@@ -50,17 +53,19 @@ export async function writeBackup(input: WriteInput): Promise<WriteOutput> {
   for await (const entry of walkTree(input.snapshotPath, input.onSkip ? { onSkip: input.onSkip } : {})) entries.push(entry);
   const files = entries.filter((entry) => entry.type === 'file');
   const logicalBytes = files.reduce((sum, entry) => sum + entry.size, 0);
-  return input.parentIndex ? writeIncremental(input, input.parentIndex, root, entries, logicalBytes) : writeFull(input, root, entries, logicalBytes);
+  const escapingSymlinks = entries.filter((entry) => entry.type === 'symlink' && symlinkTargetProblem(entry.path, entry.linkTarget) !== undefined).map((entry) => `${entry.path} -> ${entry.linkTarget}`);
+  const written = input.parentIndex ? await writeIncremental(input, input.parentIndex, root, entries, logicalBytes) : await writeFull(input, root, entries, logicalBytes);
+  return { ...written, escapingSymlinks };
 }
 
-async function writeFull(input: WriteInput, root: RootMetadata, entries: TreeEntry[], logicalBytes: number): Promise<WriteOutput> {
+async function writeFull(input: WriteInput, root: RootMetadata, entries: TreeEntry[], logicalBytes: number): Promise<Omit<WriteOutput, 'escapingSymlinks'>> {
   const index = newIndexFor(entries.filter((entry) => entry.type === 'file'));
   const data = await storeTree(input, root, entries, index, logicalBytes, 0);
   const indexObject = await storeIndex(input, index.values());
   return { objects: { data, index: indexObject }, root, files: index.size, logicalBytes, changedBytes: logicalBytes };
 }
 
-async function writeIncremental(input: WriteInput, parent: BlockIndex, root: RootMetadata, entries: TreeEntry[], logicalBytes: number): Promise<WriteOutput> {
+async function writeIncremental(input: WriteInput, parent: BlockIndex, root: RootMetadata, entries: TreeEntry[], logicalBytes: number): Promise<Omit<WriteOutput, 'escapingSymlinks'>> {
   const finalIndex = new Map<string, FileIndexEntry>();
   const deltas: Array<{ header: DeltaHeader; blocks: Array<{ index: number; length: number }> }> = [];
   const wholeFiles: TreeEntry[] = [];

@@ -1,0 +1,44 @@
+// What every benchmark writes next to its figures: the source measured, and the results files
+// (results.json, results.md, and the table between the markers of the README next to them).
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { repoRoot } from '../../test/helpers/repo-root.js';
+import { runCommand } from '../../test/helpers/run-command.js';
+
+export interface SourceDescription {
+  readonly commit: string;
+  /** Tracked files outside bench/ that differ from the commit (a dirty tree is measured as built). */
+  readonly uncommittedFiles: readonly string[];
+}
+
+/** The commit measured, and the tracked files outside bench/ that differ from it. */
+export async function describeSource(): Promise<SourceDescription> {
+  const head = await runCommand(['git', '-C', repoRoot, 'rev-parse', 'HEAD']).catch(() => undefined);
+  const status = await runCommand(['git', '-C', repoRoot, 'status', '--porcelain', '--untracked-files=no']).catch(() => undefined);
+  const changed = status?.code === 0 ? status.stdout.split('\n').filter((line) => line.trim() !== '' && !line.slice(3).startsWith('bench/')) : [];
+  return { commit: head?.code === 0 ? head.stdout.trim() : 'unknown', uncommittedFiles: changed.map((line) => line.slice(3)) };
+}
+
+/** results.md beside results.json. */
+export function mdPathFor(out: string): string {
+  return out.endsWith('.json') ? `${out.slice(0, -'.json'.length)}.md` : `${out}.md`;
+}
+
+export const RESULTS_START = '<!-- results:start -->';
+export const RESULTS_END = '<!-- results:end -->';
+
+/**
+ * Writes `results` as JSON to `out`, `markdown` to results.md beside it, and `table` between the
+ * results markers of the README.md in the same directory (when there is one with both markers).
+ */
+export function writeResultFiles(out: string, results: unknown, markdown: string, table: string): void {
+  writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(mdPathFor(out), markdown);
+  const readme = join(dirname(out), 'README.md');
+  if (!existsSync(readme)) return;
+  const text = readFileSync(readme, 'utf8');
+  const from = text.indexOf(RESULTS_START);
+  const to = text.indexOf(RESULTS_END);
+  if (from < 0 || to < from) return;
+  writeFileSync(readme, `${text.slice(0, from + RESULTS_START.length)}\n${table}${text.slice(to)}`);
+}
