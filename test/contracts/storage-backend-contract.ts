@@ -7,6 +7,7 @@ import { isBerthError } from '../../plugins/errors/berth-error.js';
 import type { StorageBackend } from '../../volume-driver/storage/storage-backend.js';
 import type { StorageLayout } from '../../volume-driver/storage/storage-layout.js';
 import { expectBerthError } from '../helpers/expect-berth-error.js';
+import { expectMissing } from '../helpers/fs-assertions.js';
 
 export interface StorageBackendFixture {
   /** A prepared backend on storage no one else uses. */
@@ -435,15 +436,6 @@ async function sha256(file: string): Promise<string> {
   return hash.digest('hex');
 }
 
-async function expectMissing(path: string): Promise<void> {
-  try {
-    await lstat(path);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw error;
-  }
-  throw new Error(`expected ${path} not to exist`);
-}
 
 async function expectErrno(promise: Promise<unknown>, code: string): Promise<void> {
   try {

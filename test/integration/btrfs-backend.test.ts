@@ -11,6 +11,7 @@ import { requirePrerequisites } from '../helpers/prerequisites.js';
 import { checkCommand, runCommand } from '../helpers/run-command.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { describeStorageBackendContract } from '../contracts/storage-backend-contract.js';
+import { expectMissing } from '../helpers/fs-assertions.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -274,7 +275,7 @@ describe('BtrfsBackend on loop-mounted btrfs', function () {
       await checkCommand(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'berth-test', join(root, 'pool')]);
       const foreign = await expectBerthError(new BtrfsBackend({ root, pool: { file: join(dir, 'fresh.img'), sizeBytes: 512 * MiB } }).prepare(), 'ERR_STORAGE');
       expect(foreign.message).to.include('tmpfs').and.include('mounted there instead');
-      await expectMissingFile(join(dir, 'fresh.img'));
+      await expectMissing(join(dir, 'fresh.img'));
     });
 
     it('is what `auto` selects when a pool is configured, without touching anything before prepare', async () => {
@@ -282,7 +283,7 @@ describe('BtrfsBackend on loop-mounted btrfs', function () {
       const file = join(dir, 'pool.img');
       const selected = await selectBackend({ backend: 'auto', root, btrfsPool: file, poolSize: 512 * MiB });
       expect(selected).to.be.instanceOf(BtrfsBackend);
-      await expectMissingFile(file);
+      await expectMissing(file);
     });
   });
 });
@@ -348,12 +349,3 @@ async function expectErrno(promise: Promise<unknown>, code: keyof typeof constan
   throw new Error(`expected ${code}, but the call succeeded`);
 }
 
-async function expectMissingFile(path: string): Promise<void> {
-  try {
-    await lstat(path);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw error;
-  }
-  throw new Error(`expected ${path} not to exist`);
-}

@@ -7,7 +7,7 @@ import type { VolumeOptions } from '../volume-options.js';
 import { measureTree } from './measure-tree.js';
 import { runTool } from './run-tool.js';
 import type { BackendCapabilities, BackendSnapshot, StorageBackend, VolumeUsage } from './storage-backend.js';
-import { applyOwnership, present, StorageLayout, syncDirectory, type TreeOps } from './storage-layout.js';
+import { applyOwnership, present, StorageLayout, syncDirectory, type TreeOps, volumeDirectoryExists } from './storage-layout.js';
 
 const DEFAULT_MODE = 0o755;
 
@@ -97,13 +97,8 @@ export class DirBackend implements StorageBackend {
     return this.layout.volumePath(name);
   }
 
-  async exists(name: string): Promise<boolean> {
-    try {
-      return (await lstat(this.path(name))).isDirectory();
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw translateError(error, 'ERR_STORAGE', `cannot inspect data of volume ${name}`);
-    }
+  exists(name: string): Promise<boolean> {
+    return volumeDirectoryExists(this.path(name), name);
   }
 
   async usage(name: string): Promise<VolumeUsage> {

@@ -173,6 +173,16 @@ export async function present(path: string): Promise<boolean> {
   }
 }
 
+/** Whether a volume's data directory exists; both backends answer `exists` with it. */
+export async function volumeDirectoryExists(path: string, volume: string): Promise<boolean> {
+  try {
+    return (await lstat(path)).isDirectory();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw translateError(error, 'ERR_STORAGE', `cannot inspect data of volume ${volume}`);
+  }
+}
+
 /** fsync of a directory, so that renames into it survive a power loss. */
 export async function syncDirectory(path: string): Promise<void> {
   const handle = await open(path, 'r');
