@@ -44,6 +44,8 @@ export function toWireVolume(volume: VolumeView): WireVolume {
       usedBytes: volume.usedBytes,
       usageMeasuredAt: volume.usageMeasuredAt,
       mountCount: volume.mountCount,
+      ...(volume.snapshots !== undefined ? { snapshots: volume.snapshots } : {}),
+      ...(volume.options.size !== undefined ? { sizeLimit: volume.options.size } : {}),
     },
   };
 }

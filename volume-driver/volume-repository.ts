@@ -17,6 +17,11 @@ export class VolumeRepository {
 
   constructor(private readonly store: StateStore) {}
 
+  /** Store revision: changes whenever any record may have changed. */
+  revision(): Promise<number> {
+    return this.store.revision();
+  }
+
   async get(name: string): Promise<VersionedVolume | undefined> {
     const entry = await this.store.get(PREFIX + name);
     return entry ? this.parse(entry) : undefined;

@@ -19,6 +19,8 @@ export interface VolumeView {
   readonly mounts: Readonly<Record<string, number>>;
   readonly usedBytes: number | null;
   readonly usageMeasuredAt: string | null;
+  /** Number of snapshots; only on single-volume reads (null when the backend could not say). */
+  readonly snapshots?: number | null;
 }
 
 export interface VolumeServiceDeps {
@@ -43,6 +45,7 @@ export interface VolumeServiceDeps {
  */
 export class VolumeService {
   private readonly locks: KeyedMutex;
+  private mountpointCache: { revision: number; volumes: ReadonlyArray<{ name: string; mountpoint: string }> } | undefined;
 
   constructor(private readonly deps: VolumeServiceDeps) {
     this.locks = deps.locks ?? new KeyedMutex();
@@ -178,8 +181,14 @@ export class VolumeService {
     return (await this.deps.repository.get(name)) !== undefined;
   }
 
+  /** The engine's Get (before every Mount): the record plus the snapshot count, nothing slow. */
   async get(name: string): Promise<VolumeView> {
-    return this.view((await this.requireReady(name)).record);
+    const { record } = await this.requireReady(name);
+    const snapshots = await this.deps.backend.listSnapshots(name).then(
+      (list) => list.length,
+      () => null, // a transient backend error must not make the engine forget the volume
+    );
+    return { ...this.view(record), snapshots };
   }
 
   async path(name: string): Promise<string> {
@@ -191,9 +200,17 @@ export class VolumeService {
     return (await this.readyRecords()).map((record) => this.view(record));
   }
 
-  /** Names and paths only: the engine calls List on every `docker volume ls`, so it stays cheap. */
-  async listMountpoints(): Promise<Array<{ name: string; mountpoint: string }>> {
-    return (await this.readyRecords()).map((record) => ({ name: record.name, mountpoint: this.deps.backend.path(record.name) }));
+  /**
+   * Names and paths only: the engine calls List on every `docker volume ls`. The answer is reused
+   * while the store's revision is unchanged; the revision is read first, so a write that lands
+   * meanwhile can only cause a miss, never a stale answer.
+   */
+  async listMountpoints(): Promise<ReadonlyArray<{ name: string; mountpoint: string }>> {
+    const revision = await this.deps.repository.revision();
+    if (this.mountpointCache?.revision === revision) return this.mountpointCache.volumes;
+    const volumes = (await this.readyRecords()).map((record) => ({ name: record.name, mountpoint: this.deps.backend.path(record.name) }));
+    this.mountpointCache = { revision, volumes };
+    return volumes;
   }
 
   private async readyRecords(): Promise<VolumeRecord[]> {
@@ -202,9 +219,9 @@ export class VolumeService {
 
   /** Fresh usage figures, for operators. */
   async inspect(name: string): Promise<VolumeView> {
-    const { record } = await this.requireReady(name);
+    await this.requireReady(name);
     await this.deps.usage.measure(name);
-    return this.view(record);
+    return this.get(name);
   }
 
   /**

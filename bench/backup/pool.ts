@@ -29,7 +29,11 @@ export async function releaseMountsAndLoops(dir: string): Promise<string[]> {
       if (result?.code !== 0) await runCommand(['umount', '-l', mount.mountPoint], { timeoutMs: 60_000 }).catch(() => undefined);
     }
   }
-  for (const device of await loopDevicesUnder(dir)) await runCommand(['losetup', '-d', device], { timeoutMs: 60_000 }).catch(() => undefined);
+  // mount -o loop sets autoclear: the device detaches by itself after the unmount, not always at once.
+  for (let attempt = 0; attempt < 20 && (await loopDevicesUnder(dir)).length > 0; attempt++) {
+    for (const device of await loopDevicesUnder(dir)) await runCommand(['losetup', '-d', device], { timeoutMs: 60_000 }).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
   return [...mountsUnder(dir).map((mount) => `mount ${mount.mountPoint}`), ...(await loopDevicesUnder(dir)).map((device) => `loop ${device}`)];
 }
 

@@ -7,7 +7,8 @@
 // See README.md next to this file for what is measured and how to read the figures.
 import { existsSync } from 'node:fs';
 import { lstat, mkdir, mkdtemp, opendir, rm } from 'node:fs/promises';
-import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
+import { spawn } from 'node:child_process';
+import { constants as osConstants, cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { generateBackupKey } from '../../volume-driver/backups/codec/encryption.js';
@@ -59,7 +60,34 @@ const TARGET_SNAPSHOT_MS = 100;
 
 const log = (message: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${message}`);
 
+/** Set in the re-executed process that runs in its own mount namespace. */
+const NAMESPACE_MARK = 'BERTH_BENCH_BACKUP_MOUNT_NS';
+
+/**
+ * Re-runs this script in a private mount namespace: the pool's mount is then invisible to mount
+ * namespaces that other programs create meanwhile (test clusters do), which would otherwise keep
+ * a copy of it, and with it the loop device, alive after our unmount. The namespace, and with it
+ * any mount left behind, also ends when the run's process does, whatever way it ends.
+ */
+async function inOwnMountNamespace(): Promise<number> {
+  const child = spawn('unshare', ['--mount', '--propagation', 'private', '--', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, [NAMESPACE_MARK]: '1' },
+  });
+  const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
+  process.on('SIGINT', forward);
+  process.on('SIGTERM', forward);
+  return new Promise((resolve) => {
+    child.on('error', (error) => {
+      console.error(`cannot run unshare: ${error.message}`);
+      resolve(1);
+    });
+    child.on('close', (code, signal) => resolve(code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1)));
+  });
+}
+
 async function main(): Promise<number> {
+  if (process.env[NAMESPACE_MARK] !== '1' && !process.argv.includes('--help') && !process.argv.includes('-h')) return inOwnMountNamespace();
   let options: Options;
   try {
     options = parseOptions(process.argv.slice(2));
@@ -90,10 +118,12 @@ async function main(): Promise<number> {
     cleaned = true;
     log(`cleanup: unmounting and deleting ${work}`);
     const left = await releaseMountsAndLoops(work);
-    if (left.length > 0) {
+    if (left.some((what) => what.startsWith('mount '))) {
       log(`cleanup: could not release ${left.join(', ')}; leaving ${work} in place`);
       return;
     }
+    // A loop device still attached holds the pool file open; deleting the file is safe regardless.
+    if (left.length > 0) log(`cleanup: ${left.join(', ')} still attached (detached when its last user ends)`);
     await rm(work, { recursive: true, force: true });
   };
   const onSignal = (signal: NodeJS.Signals): void => {

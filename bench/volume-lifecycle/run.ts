@@ -39,7 +39,7 @@ const USAGE = `usage: node dist/bench/volume-lifecycle/run.js [options]
   --volumes N       Berth (and local) volumes present for the lookup and ls figures (default 1000)
   --calls N         VolumeDriver.Get and .Path calls each (default 2000)
   --lists N         VolumeDriver.List calls (default 200)
-  --ls-runs N       docker volume ls runs per case (default 20)
+  --ls-runs N       docker volume ls runs per case (default 10)
   --concurrency N   parallel requests when creating the bulk volumes (default 4)
   --seed N          seed of the random volume picks (default 1)
   --out FILE        results JSON (default bench/volume-lifecycle/results.json); results.md is written next to it
@@ -447,7 +447,7 @@ function parseOptions(argv: string[]): Options {
     volumes: int('volumes', values.volumes, 1000, 1, 100_000),
     calls: int('calls', values.calls, 2000, 1, 1_000_000),
     lists: int('lists', values.lists, 200, 1, 100_000),
-    lsRuns: int('ls-runs', values['ls-runs'], 20, 1, 1000),
+    lsRuns: int('ls-runs', values['ls-runs'], 10, 1, 1000),
     concurrency: int('concurrency', values.concurrency, 4, 1, 64),
     seed: int('seed', values.seed, 1, 0, 2 ** 32 - 1),
     out: values.out === undefined ? join(repoRoot, 'bench', 'volume-lifecycle', 'results.json') : resolve(values.out),

@@ -57,8 +57,10 @@ export function createPluginApp(apis: readonly PluginApi[], logger: Logger, body
   app.use((error: unknown, request: Request, response: Response, _next: NextFunction) => {
     const log: Logger = (response.locals.log as Logger | undefined) ?? logger.child({ method: request.path.slice(1) });
     const { status, message } = describeFailure(error);
-    if (status >= 500) log.error({ err: error }, message);
-    else log.warn({ err: error }, message);
+    // The engine probes with Get before every Create: "does not exist" is routine, not an error.
+    if (isBerthError(error, 'ERR_VOLUME_NOT_FOUND')) log.debug({ code: error.code }, message);
+    else if (isBerthError(error) && error.code !== 'ERR_INTERNAL') log.warn({ code: error.code }, message);
+    else log.error({ err: error }, message);
     const payload: Record<string, string> = { Err: message };
     if (request.path.startsWith('/IpamDriver.')) payload.Error = message;
     response.status(status).type(CONTENT_TYPE).send(JSON.stringify(payload));

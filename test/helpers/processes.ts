@@ -80,7 +80,13 @@ export async function killAll(find: () => number[], options: { signal?: NodeJS.S
 
 /** Resolves with the child's exit status, or undefined if it has not exited within `timeoutMs`. */
 export function waitForChildExit(exited: Promise<ExitStatus>, timeoutMs: number): Promise<ExitStatus | undefined> {
-  return Promise.race([exited, sleep(timeoutMs).then(() => undefined)]);
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    // Cleared on exit, and unref'd: a finished wait must not keep the test process alive.
+    timer = setTimeout(() => resolve(undefined), timeoutMs);
+    timer.unref();
+  });
+  return Promise.race([exited, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** A promise for the exit of a spawned child; it never rejects (a spawn error counts as exit code null). */
