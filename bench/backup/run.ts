@@ -36,6 +36,7 @@ interface Options {
   snapshotGiB: number[];
   workParent: string;
   out: string;
+  cpuProfileDir: string | undefined;
 }
 
 const USAGE = `usage: node dist/bench/backup/run.js [options]   (as root)
@@ -50,7 +51,9 @@ const USAGE = `usage: node dist/bench/backup/run.js [options]   (as root)
   --snapshot-runs N   snapshots timed per volume size (default 10)
   --snapshot-gib LIST volume sizes for the snapshot timings, comma-separated (default 1,10; empty: skip)
   --work-dir DIR      where the temporary directory goes (default the OS temp dir; must not be tmpfs)
-  --out FILE          results JSON (default bench/backup/results.json); results.md is written next to it`;
+  --out FILE          results JSON (default bench/backup/results.json); results.md is written next to it
+  --cpu-prof DIR      Berth workers write V8 CPU profiles into DIR (profiling slows them: not for the figures);
+                      summarise with node dist/bench/backup/profile-summary.js DIR/*.cpuprofile`;
 
 const VOLUME = 'db';
 const SOURCE_SNAPSHOT = 'tools-src';
@@ -168,7 +171,16 @@ async function measure(options: Options, work: string, started: Date, loadAtStar
   await mkdir(join(work, 'keys'));
   const backend = new BtrfsBackend({ root: berthRoot });
   const sourcePath = backend.layout.snapshotPath(VOLUME, SOURCE_SNAPSHOT);
-  const context: ToolContext = { work, berthRoot, berthState: join(work, 'state', 'berth.db'), volume: VOLUME, sourcePath, restoreDir };
+  if (options.cpuProfileDir !== undefined) await mkdir(options.cpuProfileDir, { recursive: true });
+  const context: ToolContext = {
+    work,
+    berthRoot,
+    berthState: join(work, 'state', 'berth.db'),
+    volume: VOLUME,
+    sourcePath,
+    restoreDir,
+    ...(options.cpuProfileDir === undefined ? {} : { cpuProfileDir: options.cpuProfileDir }),
+  };
   const keyPath = join(work, 'keys', 'backup.key');
   await generateBackupKey(keyPath);
   const repo = (name: string): string => join(work, 'repos', name);
@@ -464,6 +476,7 @@ function parseOptions(argv: string[]): Options {
       'snapshot-gib': { type: 'string' },
       'work-dir': { type: 'string' },
       out: { type: 'string' },
+      'cpu-prof': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -495,6 +508,7 @@ function parseOptions(argv: string[]): Options {
     snapshotGiB,
     workParent: resolve(values['work-dir'] ?? tmpdir()),
     out: values.out === undefined ? join(repoRoot, 'bench', 'backup', 'results.json') : resolve(values.out),
+    cpuProfileDir: values['cpu-prof'] === undefined ? undefined : resolve(values['cpu-prof']),
   };
   const needed = (options.dbMiB + options.appendMiB + options.sqlMiB) * MiB * 2 + Math.max(0, ...snapshotGiB) * GiB;
   if (needed > options.poolGiB * GiB * 0.9) throw new Error(`--pool-gib ${options.poolGiB} is too small for this data (needs about ${Math.ceil(needed / GiB / 0.9)} GiB)`);

@@ -50,6 +50,8 @@ export interface ToolContext {
   readonly sourcePath: string;
   /** Where restic and borg restore: a directory on the same btrfs filesystem as Berth's volumes. */
   readonly restoreDir: string;
+  /** When set, every Berth worker writes a V8 CPU profile there (see profile-summary.ts). */
+  readonly cpuProfileDir?: string;
 }
 
 const WORKER = fileURLToPath(new URL('./berth-worker.js', import.meta.url));
@@ -59,6 +61,7 @@ const PASSWORD = 'berth-bench-not-secret';
 export class BerthTool implements Tool {
   readonly settings: string;
   private latest: string | undefined;
+  private runs = 0;
 
   constructor(
     readonly id: 'berth' | 'berth-enc',
@@ -91,7 +94,8 @@ export class BerthTool implements Tool {
   /** Also used by run.ts for setup steps (creating the volume). */
   async worker(request: WorkerOp): Promise<{ measured: Measured; berth: WorkerResult }> {
     const full: WorkerRequest = { ...request, root: this.context.berthRoot, state: this.context.berthState };
-    const measured = await measureCommand([process.execPath, WORKER, JSON.stringify(full)], this.context.work);
+    const profile = this.context.cpuProfileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', this.context.cpuProfileDir, '--cpu-prof-name', `${this.id}-${request.op}-${++this.runs}.cpuprofile`];
+    const measured = await measureCommand([process.execPath, ...profile, WORKER, JSON.stringify(full)], this.context.work);
     const line = measured.stdout.split('\n').reverse().find((candidate) => candidate.startsWith(RESULT_PREFIX));
     if (line === undefined) throw new Error(`berth worker ${request.op} printed no result: ${measured.stdout.slice(-2000)}`);
     return { measured, berth: JSON.parse(line.slice(RESULT_PREFIX.length)) as WorkerResult };

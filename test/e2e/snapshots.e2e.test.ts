@@ -73,6 +73,8 @@ describe('snapshots on the btrfs backend through a real Docker Engine', function
     await docker('volume', 'create', '-d', 'berth', 'source');
     await docker('run', '--rm', '-v', 'source:/data', IMAGE, 'sh', '-c', 'echo v1 > /data/f && sync');
     await berth('snapshot', 'create', 'source', 's1');
+    const [inspect] = JSON.parse((await docker('volume', 'inspect', 'source')).stdout) as Array<{ Status: { snapshots: number } }>;
+    expect(inspect?.Status.snapshots, 'docker volume inspect shows the snapshot count').to.equal(1);
     await docker('volume', 'create', '-d', 'berth', '-o', 'from-snapshot=source@s1', 'clone');
     await docker('run', '--rm', '-v', 'clone:/data', IMAGE, 'sh', '-c', 'echo clone > /data/f && sync');
     expect(await read('source', 'f')).to.equal('v1\n');
@@ -87,6 +89,8 @@ describe('snapshots on the btrfs backend through a real Docker Engine', function
 
   it('enforces size= with quota groups', async () => {
     await docker('volume', 'create', '-d', 'berth', '-o', 'size=32M', 'capped');
+    const [inspect] = JSON.parse((await docker('volume', 'inspect', 'capped')).stdout) as Array<{ Status: { sizeLimit: string } }>;
+    expect(inspect?.Status.sizeLimit).to.equal('32M');
     const overflow = await host.docker(['run', '--rm', '-v', 'capped:/data', IMAGE, 'sh', '-c', 'dd if=/dev/zero of=/data/big bs=1M count=64 && sync']);
     expect(overflow.code).to.not.equal(0);
     expect(overflow.stderr).to.match(/quota exceeded|No space left/i);
