@@ -9,6 +9,7 @@ import { createAdminApp } from '../plugins/server/admin-app.js';
 import { createPluginApp } from '../plugins/server/plugin-app.js';
 import { SocketHttpServer } from '../plugins/server/socket-http-server.js';
 import { socketIsLive } from '../plugins/server/unix-socket.js';
+import { EtcdStateStore } from '../plugins/state/etcd-state-store.js';
 import { FileStateStore } from '../plugins/state/file-state-store.js';
 import type { StateStore } from '../plugins/state/state-store.js';
 import { BERTH_VERSION } from '../plugins/version.js';
@@ -55,12 +56,13 @@ export class Agent {
     if (await socketIsLive(pluginSocket)) {
       throw new BerthError('ERR_SOCKET_IN_USE', `another agent is serving ${pluginSocket}; stop it first or choose another --name`);
     }
-    if (config.store.kind !== 'file') throw new BerthError('ERR_INVALID_CONFIG', 'the etcd state store is not available in this version; use --store file');
     await mkdir(config.root, { recursive: true, mode: 0o700 });
-    const store = await FileStateStore.open(join(config.root, 'state', 'berth.db'));
+    const store =
+      config.store.kind === 'etcd' ? await EtcdStateStore.open(config.store.endpoints) : await FileStateStore.open(join(config.root, 'state', 'berth.db'));
     this.store = store;
 
-    const repository = new VolumeRepository(store);
+    // On a shared etcd every host keeps its own volumes: their data lives on that host.
+    const repository = new VolumeRepository(store, config.store.kind === 'etcd' ? `hosts/${config.hostName}/` : '');
     const existingKinds = new Set((await repository.list()).map(({ record }) => record.backend));
     const backend = await selectBackend(config, log.child({ component: 'storage' }), existingKinds);
     const engine = new DockerEngine(config.dockerHost);
@@ -111,6 +113,7 @@ export class Agent {
             uptimeSeconds: Math.round((Date.now() - this.startedAt.getTime()) / 1000),
             root: config.root,
             store: store.description,
+            hostName: config.hostName,
             backend: backend.kind,
             pluginSocket,
             adminSocket: adminSocketPath(config.runDir, config.name),

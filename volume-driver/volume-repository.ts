@@ -8,14 +8,24 @@ export interface VersionedVolume {
   readonly revision: number;
 }
 
-const PREFIX = 'volumes/';
 
 /** Owns the key layout of volume records; services never touch raw keys. */
 export class VolumeRepository {
   /** Parsed records by key, valid for one modRevision: List and Get stay cheap with many volumes. */
   private readonly parsed = new Map<string, VersionedVolume>();
 
-  constructor(private readonly store: StateStore) {}
+  private readonly prefix: string;
+
+  /**
+   * `scope` namespaces the records: empty for the single-host file store; `hosts/<host>/` on a
+   * shared etcd, where a volume's data lives on one host and other hosts must not see it.
+   */
+  constructor(
+    private readonly store: StateStore,
+    scope = '',
+  ) {
+    this.prefix = `${scope}volumes/`;
+  }
 
   /** Store revision: changes whenever any record may have changed. */
   revision(): Promise<number> {
@@ -23,12 +33,12 @@ export class VolumeRepository {
   }
 
   async get(name: string): Promise<VersionedVolume | undefined> {
-    const entry = await this.store.get(PREFIX + name);
+    const entry = await this.store.get(this.prefix + name);
     return entry ? this.parse(entry) : undefined;
   }
 
   async list(): Promise<VersionedVolume[]> {
-    const { entries } = await this.store.list(PREFIX);
+    const { entries } = await this.store.list(this.prefix);
     if (this.parsed.size > entries.length * 2) this.parsed.clear(); // drop records of removed volumes
     return entries.map((entry) => this.parse(entry));
   }
@@ -43,7 +53,7 @@ export class VolumeRepository {
 
   /** Writes only if the record is still at `expectRevision` (0: must not exist); returns the new revision. */
   async put(record: VolumeRecord, expectRevision: number): Promise<number> {
-    return this.store.put(PREFIX + record.name, serializeVolumeRecord(record), { expectRevision });
+    return this.store.put(this.prefix + record.name, serializeVolumeRecord(record), { expectRevision });
   }
 
   /** Like `put`, but reports a lost race as `false` instead of throwing. */
@@ -58,7 +68,7 @@ export class VolumeRepository {
   }
 
   async delete(name: string, expectRevision: number): Promise<void> {
-    const deleted = await this.store.delete(PREFIX + name, { expectRevision });
+    const deleted = await this.store.delete(this.prefix + name, { expectRevision });
     if (!deleted) throw new BerthError('ERR_STATE_CONFLICT', `volume record ${name} vanished while being deleted`);
   }
 }

@@ -32,6 +32,8 @@ export interface StepFigures {
   readonly flushSeconds: number;
   readonly loadAverage1: number;
   readonly berth?: BerthDetail;
+  /** In the results: the wall time of every round (the figures are those of the median round). */
+  readonly secondsByRound?: readonly number[];
 }
 
 export interface BackupFigures extends StepFigures {
@@ -55,6 +57,12 @@ export interface ToolFigures {
   readonly settings: string;
   readonly backups: Readonly<Record<BackupStep, BackupFigures>>;
   readonly restore: RestoreFigures;
+}
+
+export interface RoundFigures {
+  /** The order the tools ran in, in every step of this round. */
+  readonly order: readonly ToolId[];
+  readonly tools: readonly ToolFigures[];
 }
 
 export interface SnapshotFigures {
@@ -105,6 +113,7 @@ export interface BenchResults {
     /** 'cold': sync + drop_caches before every timed step; 'warm': the step's input read once before it. */
     readonly cache: 'cold' | 'warm';
     readonly dropCachesWorked: boolean;
+    readonly rounds: number;
     readonly snapshotRuns: number;
   };
   readonly dataset: {
@@ -115,7 +124,9 @@ export interface BenchResults {
     readonly distinct2MiBRegions: number;
     readonly sha256: Readonly<Record<string, string>>;
   };
+  /** Per tool and step: the round with the median wall time. */
   readonly tools: readonly ToolFigures[];
+  readonly rounds: readonly RoundFigures[];
   readonly snapshots: readonly SnapshotFigures[];
   readonly ratios: Readonly<Record<string, number>>;
   readonly targets: readonly Target[];
@@ -165,7 +176,12 @@ export function renderTable(r: BenchResults): string {
     };
     lines.push(`| ${label} | ${cells.join(' | ')} | ${ratioTo(restic)} | ${ratioTo(borg)} |`);
   };
+  const rounds = (label: string, value: (t: ToolFigures) => readonly number[] | undefined): void => {
+    lines.push(`| ${label} | ${tools.map((t) => (value(t) ?? []).map((v) => v.toFixed(1)).join(' / ')).join(' | ')} | | |`);
+  };
   row('full backup: time (s)', (t) => t.backups.full.seconds, s);
+  if (r.parameters.rounds > 1) rounds('full backup: time in each round (s)', (t) => t.backups.full.secondsByRound);
+  row('full backup: time incl. `sync` after it (s)', (t) => t.backups.full.seconds + t.backups.full.flushSeconds, s);
   row('full backup: throughput (MB/s)', (t) => t.backups.full.throughputMBs, (v) => v.toFixed(0));
   row('full backup: repository size (MiB)', (t) => t.backups.full.addedBytes, mib);
   row('full backup: CPU (s)', (t) => t.backups.full.cpuSeconds, s);
@@ -176,12 +192,15 @@ export function renderTable(r: BenchResults): string {
   row('unchanged re-run: added (MiB)', (t) => t.backups.unchanged.addedBytes, mib);
   row('unchanged re-run: time (s)', (t) => t.backups.unchanged.seconds, s);
   row('restore of the latest: time (s)', (t) => t.restore.seconds, s);
+  if (r.parameters.rounds > 1) rounds('restore: time in each round (s)', (t) => t.restore.secondsByRound);
+  row('restore: time incl. `sync` after it (s)', (t) => t.restore.seconds + t.restore.flushSeconds, s);
   row('restore: throughput (MB/s)', (t) => t.restore.throughputMBs, (v) => v.toFixed(0));
   row('restore: CPU (s)', (t) => t.restore.cpuSeconds, s);
   row('restore: peak RSS (MiB)', (t) => t.restore.maxRssMiB, (v) => v.toFixed(0));
   lines.push(`| restore byte-identical (sha256) | ${tools.map((t) => (t.restore.identical ? 'yes' : '**no**')).join(' | ')} | | |`);
   lines.push('');
   lines.push(
+    `Each figure is from the round with the median wall time of ${r.parameters.rounds} (fresh repositories, volume reset to the same content, tools taking turns going first). ` +
     'Times are wall times of the whole command (process start to exit; Berth: a node process running the ' +
       'BackupService, as `berth-worker.js`), without the `sync` after it. CPU and peak RSS from GNU time (the command and its children, e.g. zstd). ' +
       'Added = repository bytes after minus before (file sizes, like `du -sb`).',

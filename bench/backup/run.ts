@@ -20,7 +20,7 @@ import { ratio, round, summarize, timed } from '../common/stats.js';
 import { applyPageWrites, DB_FILE, GiB, MiB, sha256File, SQL_FILE, writeRandomFile, writeSqlFile } from './dataset.js';
 import { dropCaches, flush, GNU_TIME, loadAverage1, readTree, treeSize } from './measure.js';
 import { createPool, releaseMountsAndLoops } from './pool.js';
-import { renderMarkdown, renderTable, type BackupFigures, type BenchResults, type BerthDetail, type RestoreFigures, type SnapshotFigures, type Target, type ToolFigures } from './results.js';
+import { renderMarkdown, renderTable, type BackupFigures, type BenchResults, type BerthDetail, type RestoreFigures, type RoundFigures, type SnapshotFigures, type StepFigures, type Target, type ToolFigures } from './results.js';
 import { BerthTool, BorgTool, firstLine, ResticTool, type BackupStep, type Tool, type ToolContext, type ToolId, type ToolRun } from './tools.js';
 import type { WorkerResult } from './worker-protocol.js';
 
@@ -34,6 +34,7 @@ interface Options {
   poolGiB: number;
   snapshotRuns: number;
   snapshotGiB: number[];
+  rounds: number;
   workParent: string;
   out: string;
   cpuProfileDir: string | undefined;
@@ -43,6 +44,8 @@ const USAGE = `usage: node dist/bench/backup/run.js [options]   (as root)
   --seed N            seed of all generated data and of the page writes (default 1)
   --cache MODE        cold: sync + drop the page cache before every timed step (default);
                       warm: read the step's input once before it instead (also used when dropping is refused)
+  --rounds N          rounds of the whole sequence (fresh repositories, volume reset); figures are the
+                      median round per tool and step (default 3)
   --db-mib N          size of the random "database file" (default 1024)
   --sql-mib N         size of the generated SQL INSERT text (default 400)
   --pages N           random 4 KiB page writes between the full and the incremental backup (default 256)
@@ -57,6 +60,7 @@ const USAGE = `usage: node dist/bench/backup/run.js [options]   (as root)
 
 const VOLUME = 'db';
 const SOURCE_SNAPSHOT = 'tools-src';
+const PRISTINE_SNAPSHOT = 'pristine';
 const PAGE_BYTES = 4096;
 const TARGET_INCREMENTAL_MIB = 22;
 const TARGET_SNAPSHOT_MS = 100;
@@ -202,7 +206,8 @@ async function measure(options: Options, work: string, started: Date, loadAtStar
   await writeRandomFile(join(volumePath, DB_FILE), dbBytes, `db-${options.seed}`);
   await writeSqlFile(join(volumePath, SQL_FILE), sqlBytes, options.seed);
   await flush();
-  for (const tool of tools) await tool.init();
+  // Every round starts from this content (restored in one switch): same bytes, inodes and times.
+  await backend.createSnapshot(VOLUME, PRISTINE_SNAPSHOT);
 
   const prepareCache = async (warm: () => Promise<void>): Promise<void> => {
     if (cache === 'cold') {
@@ -216,62 +221,81 @@ async function measure(options: Options, work: string, started: Date, loadAtStar
     await backend.createSnapshot(VOLUME, SOURCE_SNAPSHOT);
   };
 
-  const backups = new Map<ToolId, Partial<Record<BackupStep, BackupFigures>>>(tools.map((tool) => [tool.id, {}]));
-  const runBackups = async (step: BackupStep, logicalBytes: number): Promise<void> => {
-    await takeSourceSnapshot();
-    for (const tool of tools) {
-      const before = await treeSize(tool.repo);
-      await prepareCache(() => readTree(tool.id.startsWith('berth') ? volumePath : sourcePath));
-      const load = loadAverage1();
-      const run = await tool.backup(step);
-      const flushMs = await flush();
-      const after = await treeSize(tool.repo);
-      const figures: BackupFigures = {
-        ...stepFigures(run, logicalBytes, flushMs, load),
-        addedBytes: after.apparentBytes - before.apparentBytes,
-        addedAllocatedBytes: after.allocatedBytes - before.allocatedBytes,
-        repoBytesAfter: after.apparentBytes,
-      };
-      backups.get(tool.id)![step] = figures;
-      log(`${step.padEnd(11)} ${tool.label.padEnd(16)} ${figures.seconds.toFixed(2).padStart(7)} s  ${String(figures.throughputMBs).padStart(6)} MB/s  +${(figures.addedBytes / MiB).toFixed(2)} MiB${run.berth ? `  (in-process ${(run.berth.opMs / 1000).toFixed(2)} s)` : ''}`);
-    }
-  };
-
   const logicalFull = dbBytes + sqlBytes;
-  log(`full backups of ${(logicalFull / MiB).toFixed(0)} MiB`);
-  await runBackups('full', logicalFull);
+  const rounds: RoundFigures[] = [];
+  let workload: Awaited<ReturnType<typeof applyPageWrites>> | undefined;
+  let sourceHashes: Record<string, string> | undefined;
+  for (let round = 0; round < options.rounds; round++) {
+    // Tools take turns going first, so a drift in the machine's load does not always hit the same one.
+    const order = tools.map((_, i) => tools[(i + round) % tools.length]!);
+    log(`round ${round + 1} of ${options.rounds}: ${order.map((tool) => tool.label).join(', ')}`);
+    if (round > 0) {
+      await backend.restoreSnapshot(VOLUME, PRISTINE_SNAPSHOT);
+      for (const dir of [join(work, 'restic-cache'), join(work, 'borg-base')]) await rm(dir, { recursive: true, force: true });
+    }
+    for (const tool of tools) {
+      await rm(tool.repo, { recursive: true, force: true });
+      await tool.init();
+    }
+    const backups = new Map<ToolId, Partial<Record<BackupStep, BackupFigures>>>(tools.map((tool) => [tool.id, {}]));
+    const runBackups = async (step: BackupStep, logicalBytes: number): Promise<void> => {
+      await takeSourceSnapshot();
+      for (const tool of order) {
+        const before = await treeSize(tool.repo);
+        await prepareCache(() => readTree(tool.id.startsWith('berth') ? volumePath : sourcePath));
+        const load = loadAverage1();
+        const run = await tool.backup(step);
+        const flushMs = await flush();
+        const after = await treeSize(tool.repo);
+        const figures: BackupFigures = {
+          ...stepFigures(run, logicalBytes, flushMs, load),
+          addedBytes: after.apparentBytes - before.apparentBytes,
+          addedAllocatedBytes: after.allocatedBytes - before.allocatedBytes,
+          repoBytesAfter: after.apparentBytes,
+        };
+        backups.get(tool.id)![step] = figures;
+        log(`${step.padEnd(11)} ${tool.label.padEnd(16)} ${figures.seconds.toFixed(2).padStart(7)} s  ${String(figures.throughputMBs).padStart(6)} MB/s  +${(figures.addedBytes / MiB).toFixed(2)} MiB${run.berth ? `  (in-process ${(run.berth.opMs / 1000).toFixed(2)} s)` : ''}`);
+      }
+    };
 
-  log(`workload: ${options.pages} random ${PAGE_BYTES} B page writes + ${options.appendMiB} MiB append to ${DB_FILE}`);
-  const workload = await applyPageWrites(join(volumePath, DB_FILE), { pages: options.pages, pageBytes: PAGE_BYTES, appendBytes: options.appendMiB * MiB, seed: options.seed });
-  await flush();
-  const logicalAfter = workload.sizeAfter + sqlBytes;
-  const sourceHashes: Record<string, string> = { [DB_FILE]: await sha256File(join(volumePath, DB_FILE)), [SQL_FILE]: await sha256File(join(volumePath, SQL_FILE)) };
-  log(`incremental backups (${workload.distinctPages} distinct pages written, in ${workload.distinct2MiB} distinct 2 MiB regions)`);
-  await runBackups('incremental', logicalAfter);
-  log('unchanged re-runs (a new snapshot, nothing changed)');
-  await runBackups('unchanged', logicalAfter);
-  await backend.deleteSnapshot(VOLUME, SOURCE_SNAPSHOT);
+    await runBackups('full', logicalFull);
+    const applied = await applyPageWrites(join(volumePath, DB_FILE), { pages: options.pages, pageBytes: PAGE_BYTES, appendBytes: options.appendMiB * MiB, seed: options.seed });
+    await flush();
+    const hashes: Record<string, string> = { [DB_FILE]: await sha256File(join(volumePath, DB_FILE)), [SQL_FILE]: await sha256File(join(volumePath, SQL_FILE)) };
+    if (sourceHashes !== undefined && JSON.stringify(hashes) !== JSON.stringify(sourceHashes)) throw new Error(`round ${round + 1} produced other data than round 1`);
+    workload = applied;
+    sourceHashes = hashes;
+    log(`workload applied: ${options.pages} random ${PAGE_BYTES} B page writes (${applied.distinctPages} distinct, in ${applied.distinct2MiB} distinct 2 MiB regions) + ${options.appendMiB} MiB append`);
+    await runBackups('incremental', applied.sizeAfter + sqlBytes);
+    await runBackups('unchanged', applied.sizeAfter + sqlBytes);
+    await backend.deleteSnapshot(VOLUME, SOURCE_SNAPSHOT);
 
-  const restores = new Map<ToolId, RestoreFigures>();
-  for (const tool of tools) {
-    await prepareCache(() => readTree(tool.repo));
-    const load = loadAverage1();
-    const run = await tool.restore(tool.id);
-    const flushMs = await flush();
-    const check = await compareRestored(run.restoredRoot, sourceHashes);
-    const figures: RestoreFigures = { ...stepFigures(run, logicalAfter, flushMs, load), restoredBytes: check.bytes, identical: check.mismatches.length === 0, mismatches: check.mismatches };
-    restores.set(tool.id, figures);
-    log(`restore     ${tool.label.padEnd(16)} ${figures.seconds.toFixed(2).padStart(7)} s  ${String(figures.throughputMBs).padStart(6)} MB/s  ${figures.identical ? 'identical' : `DIFFERENT: ${check.mismatches.join('; ')}`}`);
-    await run.cleanup();
+    const restores = new Map<ToolId, RestoreFigures>();
+    for (const tool of order) {
+      await prepareCache(() => readTree(tool.repo));
+      const load = loadAverage1();
+      const run = await tool.restore(tool.id);
+      const flushMs = await flush();
+      const check = await compareRestored(run.restoredRoot, hashes);
+      const figures: RestoreFigures = { ...stepFigures(run, applied.sizeAfter + sqlBytes, flushMs, load), restoredBytes: check.bytes, identical: check.mismatches.length === 0, mismatches: check.mismatches };
+      restores.set(tool.id, figures);
+      log(`restore     ${tool.label.padEnd(16)} ${figures.seconds.toFixed(2).padStart(7)} s  ${String(figures.throughputMBs).padStart(6)} MB/s  ${figures.identical ? 'identical' : `DIFFERENT: ${check.mismatches.join('; ')}`}`);
+      await run.cleanup();
+    }
+    rounds.push({
+      order: order.map((tool) => tool.id),
+      tools: tools.map((tool) => {
+        const steps = backups.get(tool.id)!;
+        return { id: tool.id, label: tool.label, settings: tool.settings, backups: { full: steps.full!, incremental: steps.incremental!, unchanged: steps.unchanged! }, restore: restores.get(tool.id)! };
+      }),
+    });
   }
+  const logicalAfter = workload!.sizeAfter + sqlBytes;
 
   const snapshots: SnapshotFigures[] = [];
   for (const gib of options.snapshotGiB) snapshots.push(await measureSnapshots(backend, gib, options));
 
-  const figures: ToolFigures[] = tools.map((tool) => {
-    const steps = backups.get(tool.id)!;
-    return { id: tool.id, label: tool.label, settings: tool.settings, backups: { full: steps.full!, incremental: steps.incremental!, unchanged: steps.unchanged! }, restore: restores.get(tool.id)! };
-  });
+  const figures: ToolFigures[] = tools.map((tool) => medianFigures(rounds.map((round) => round.tools.find((candidate) => candidate.id === tool.id)!)));
   const byId = (id: ToolId): ToolFigures => figures.find((tool) => tool.id === id)!;
   const b = byId('berth');
   const be = byId('berth-enc');
@@ -340,21 +364,46 @@ async function measure(options: Options, work: string, started: Date, loadAtStar
       poolBytes,
       cache,
       dropCachesWorked: dropWorks,
+      rounds: options.rounds,
       snapshotRuns: options.snapshotRuns,
     },
     dataset: {
       logicalBytesFull: logicalFull,
       logicalBytesAfterWrites: logicalAfter,
-      distinctPagesWritten: workload.distinctPages,
-      distinct1MiBRegions: workload.distinct1MiB,
-      distinct2MiBRegions: workload.distinct2MiB,
-      sha256: sourceHashes,
+      distinctPagesWritten: workload!.distinctPages,
+      distinct1MiBRegions: workload!.distinct1MiB,
+      distinct2MiBRegions: workload!.distinct2MiB,
+      sha256: sourceHashes!,
     },
     tools: figures,
+    rounds,
     snapshots,
     ratios,
     targets,
     allTargetsMet: targets.every((t) => t.met),
+  };
+}
+
+/**
+ * Per tool and step, the figures of the round with the median wall time (one coherent run, phases
+ * included), with every round's wall time beside them.
+ */
+function medianFigures(perRound: readonly ToolFigures[]): ToolFigures {
+  const first = perRound[0]!;
+  const pick = <T extends StepFigures>(steps: readonly T[]): T & { secondsByRound: number[] } => {
+    const sorted = [...steps].sort((a, b) => a.seconds - b.seconds);
+    return { ...sorted[Math.floor((sorted.length - 1) / 2)]!, secondsByRound: steps.map((step) => step.seconds) };
+  };
+  return {
+    id: first.id,
+    label: first.label,
+    settings: first.settings,
+    backups: {
+      full: pick(perRound.map((tool) => tool.backups.full)),
+      incremental: pick(perRound.map((tool) => tool.backups.incremental)),
+      unchanged: pick(perRound.map((tool) => tool.backups.unchanged)),
+    },
+    restore: { ...pick(perRound.map((tool) => tool.restore)), identical: perRound.every((tool) => tool.restore.identical), mismatches: perRound.flatMap((tool) => tool.restore.mismatches) },
   };
 }
 
@@ -466,6 +515,7 @@ function parseOptions(argv: string[]): Options {
     strict: true,
     options: {
       seed: { type: 'string' },
+      rounds: { type: 'string' },
       cache: { type: 'string' },
       'db-mib': { type: 'string' },
       'sql-mib': { type: 'string' },
@@ -498,6 +548,7 @@ function parseOptions(argv: string[]): Options {
     .map((part) => int('snapshot-gib', part.trim(), 1, 1, 64));
   const options: Options = {
     seed: int('seed', values.seed, 1, 0, 2 ** 32 - 1),
+    rounds: int('rounds', values.rounds, 3, 1, 20),
     cache,
     dbMiB: int('db-mib', values['db-mib'], 1024, 1, 64 * 1024),
     sqlMiB: int('sql-mib', values['sql-mib'], 400, 1, 64 * 1024),

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { LevelWithSilent } from 'pino';
@@ -28,6 +29,8 @@ export interface AgentConfig {
   /** Engine API endpoint, used to reconcile mounts against the engine's containers. */
   readonly dockerHost: string;
   readonly logLevel: LevelWithSilent;
+  /** This host's name in a shared store (etcd); defaults to the machine's host name. */
+  readonly hostName: string;
   /** Largest request body accepted on either socket. */
   readonly bodyLimitBytes: number;
 }
@@ -42,6 +45,7 @@ export const DEFAULT_CONFIG: AgentConfig = Object.freeze({
   poolSize: 20 * 1024 ** 3,
   dockerHost: 'unix:///var/run/docker.sock',
   logLevel: 'info',
+  hostName: hostname(),
   bodyLimitBytes: 1024 * 1024,
 });
 
@@ -57,6 +61,7 @@ const SETTINGS = {
   'pool-size': { env: 'BERTH_POOL_SIZE', key: 'poolSize' },
   'docker-host': { env: 'BERTH_DOCKER_HOST', key: 'dockerHost' },
   'log-level': { env: 'BERTH_LOG_LEVEL', key: 'logLevel' },
+  'host-name': { env: 'BERTH_HOST_NAME', key: 'hostName' },
 } as const;
 type SettingFlag = keyof typeof SETTINGS;
 
@@ -65,7 +70,8 @@ export const AGENT_USAGE = `usage: berth agent [options]
   --root DIR           data root (default /var/lib/berth; env BERTH_ROOT)
   --run-dir DIR        admin socket directory (default /run/berth; env BERTH_RUN_DIR)
   --plugin-dir DIR     engine plugin socket directory (default /run/docker/plugins; env BERTH_PLUGIN_DIR)
-  --store file         state store (default file; env BERTH_STORE)
+  --store STORE        state store: file (embedded, default) or etcd://HOST:PORT,... (env BERTH_STORE)
+  --host-name NAME     this host's name in a shared etcd store (default: the machine's host name; env BERTH_HOST_NAME)
   --backend KIND       storage backend: auto, dir or btrfs (default auto; env BERTH_BACKEND);
                        auto picks btrfs when the data root is on btrfs or a pool is set, else dir
   --btrfs-pool FILE    btrfs pool file the agent creates and loop-mounts at <root>/pool; implies btrfs
@@ -138,8 +144,14 @@ export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv 
     poolSize,
     dockerHost,
     logLevel: logLevel as LevelWithSilent,
+    hostName: parseHostName(pick('host-name') ?? hostname()),
     bodyLimitBytes: DEFAULT_CONFIG.bodyLimitBytes,
   });
+}
+
+function parseHostName(value: string): string {
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/.test(value)) throw invalid(`host name ${JSON.stringify(value)} must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}`);
+  return value;
 }
 
 function absolutePath(setting: string, value: string): string {

@@ -1,0 +1,89 @@
+import { createServer } from 'node:net';
+import { expect } from 'chai';
+import { startEtcd, type EtcdServer } from '../helpers/etcd-server.js';
+import { runBerthCli, startLocalAgent, type LocalAgent } from '../helpers/local-agent.js';
+import { callPlugin, goJson } from '../helpers/plugin-client.js';
+import { makeTempDir } from '../helpers/temp-dir.js';
+
+// The real agent binary with `--store etcd://...`: volume records live in etcd, not in the data root.
+describe('agent with the etcd state store', function () {
+  this.timeout(90_000);
+  let etcd: EtcdServer;
+  let temp: Awaited<ReturnType<typeof makeTempDir>>;
+  let agent: LocalAgent | undefined;
+
+  before(async () => {
+    etcd = await startEtcd();
+  });
+  after(async () => {
+    await etcd?.stop();
+  });
+  beforeEach(async () => (temp = await makeTempDir('berth-ae-')));
+  afterEach(async () => {
+    await agent?.kill();
+    agent = undefined;
+    await temp.dispose();
+  });
+
+  it('creates, lists and gets volumes through the plugin socket with records in etcd, across an agent restart', async () => {
+    const store = `etcd://${etcd.endpoint}`;
+    agent = await startLocalAgent({ dir: temp.path, extraArgs: ['--store', store, '--host-name', 'host-a'] });
+    const created = await callPlugin(agent.pluginSocket, 'VolumeDriver.Create', goJson({ Name: 'web', Opts: { mode: '0700' } }));
+    expect(created.status, created.text).to.equal(200);
+    expect(created.body).to.deep.equal({});
+
+    const list = await callPlugin(agent.pluginSocket, 'VolumeDriver.List', goJson({}));
+    expect((list.body.Volumes as Array<{ Name: string }>).map((volume) => volume.Name)).to.deep.equal(['web']);
+    const keys = await etcd.etcdctl(['get', '--prefix', '--keys-only', 'berth/']);
+    expect(keys.stdout.split('\n').filter((line) => line !== '')).to.deep.equal(['berth/hosts/host-a/volumes/web']);
+
+    // Another host on the same etcd keeps its own volumes: host-a's data is not on host-b.
+    const otherDir = `${temp.path}/host-b`;
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(otherDir);
+    const other = await startLocalAgent({ dir: otherDir, extraArgs: ['--store', store, '--host-name', 'host-b'] });
+    try {
+      const otherList = await callPlugin(other.pluginSocket, 'VolumeDriver.List', goJson({}));
+      expect(otherList.body.Volumes).to.deep.equal([]);
+      expect((await callPlugin(other.pluginSocket, 'VolumeDriver.Get', goJson({ Name: 'web' }))).status).to.equal(500);
+    } finally {
+      await other.kill();
+    }
+
+    const status = await runBerthCli(['status', '--json', '--run-dir', agent.runDir]);
+    expect(status.code, status.stderr).to.equal(0);
+    expect((JSON.parse(status.stdout) as { store: string }).store).to.equal(`etcd ${etcd.endpoint} prefix "berth/"`);
+
+    // A graceful stop closes the etcd client (the process must not hang on it); a new agent reads the same records.
+    expect((await agent.stop()).code).to.equal(0);
+    agent = await startLocalAgent({ dir: temp.path, extraArgs: ['--store', store, '--host-name', 'host-a'] });
+    const get = await callPlugin(agent.pluginSocket, 'VolumeDriver.Get', goJson({ Name: 'web' }));
+    expect(get.status, get.text).to.equal(200);
+    expect(get.body.Volume).to.deep.include({ Name: 'web' });
+    const removed = await callPlugin(agent.pluginSocket, 'VolumeDriver.Remove', goJson({ Name: 'web' }));
+    expect(removed.status, removed.text).to.equal(200);
+    expect((await etcd.etcdctl(['get', '--prefix', '--keys-only', 'berth/'])).stdout.trim()).to.equal('');
+  });
+
+  it('refuses to start when etcd does not answer, naming the endpoint', async () => {
+    const dead = await deadEndpoint();
+    let failure: unknown;
+    try {
+      agent = await startLocalAgent({ dir: temp.path, extraArgs: ['--store', `etcd://${dead}`] });
+    } catch (error) {
+      failure = error;
+    }
+    expect(failure, 'the agent came up without its store').to.be.instanceOf(Error);
+    expect((failure as Error).message).to.include('it exited').and.include(dead);
+  });
+});
+
+/** `127.0.0.1:PORT` where nothing listens. */
+async function deadEndpoint(): Promise<string> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  if (typeof address !== 'object' || address === null) throw new Error('no port');
+  return `127.0.0.1:${address.port}`;
+}
