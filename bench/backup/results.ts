@@ -86,7 +86,8 @@ export interface BenchResults {
   readonly benchmark: 'backup';
   readonly date: string;
   readonly durationSeconds: number;
-  readonly source: SourceDescription;
+  /** The commit and uncommitted files at the start; workers ran from a copy of dist/ taken then, in which these sources were older than their compiled files. */
+  readonly source: SourceDescription & { readonly staleBuildFiles: readonly string[] };
   readonly machine: {
     readonly cpus: number;
     readonly cpuModel: string;
@@ -151,7 +152,8 @@ export function renderTable(r: BenchResults): string {
     `Run of ${r.date.slice(0, 10)} on ${r.machine.cpus} CPUs (${r.machine.cpuModel}), ${r.machine.memoryGiB} GiB, kernel ${r.machine.kernel}, Node ${r.machine.node}; ` +
       `${r.machine.restic.replace(/ compiled.*/, '')}, ${r.machine.borg}, zstd ${r.machine.zstd}, ${r.machine.btrfsProgs}; repositories on ${r.machine.disk}, volumes on btrfs in a loop-mounted file there; ` +
       `${cache}; load average ${r.machine.loadAverageAtStart[0]} at start, ${r.machine.loadAverageAtEnd[0]} at end; ` +
-      `commit ${r.source.commit.slice(0, 7)}${r.source.uncommittedFiles.length > 0 ? ` + ${r.source.uncommittedFiles.length} uncommitted files` : ''}.`,
+      `commit ${r.source.commit.slice(0, 7)}${r.source.uncommittedFiles.length > 0 ? ` + uncommitted ${r.source.uncommittedFiles.join(', ')}` : ''}` +
+      `${r.source.staleBuildFiles.length > 0 ? ` (**build older than ${r.source.staleBuildFiles.join(', ')}**)` : ''}.`,
   );
   lines.push('');
   lines.push(
@@ -224,7 +226,7 @@ export function renderTable(r: BenchResults): string {
     }
   }
   lines.push('');
-  lines.push(`| btrfs snapshot (BtrfsBackend.createSnapshot, ${r.parameters.snapshotRuns} runs) | extents | create p50 (ms) | create min / max (ms) | delete p50 (ms) |`);
+  lines.push(`| btrfs snapshot (BtrfsBackend.createSnapshot, ${r.parameters.snapshotRuns} runs) | filefrag extents | create p50 (ms) | create min / max (ms) | delete p50 (ms) |`);
   lines.push('|---|---:|---:|---:|---:|');
   for (const snap of r.snapshots) {
     lines.push(

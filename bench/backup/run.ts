@@ -19,6 +19,7 @@ import { describeSource, mdPathFor, writeResultFiles } from '../common/report.js
 import { ratio, round, summarize, timed } from '../common/stats.js';
 import { applyPageWrites, DB_FILE, GiB, MiB, sha256File, SQL_FILE, writeRandomFile, writeSqlFile } from './dataset.js';
 import { dropCaches, flush, GNU_TIME, loadAverage1, readTree, treeSize } from './measure.js';
+import { copyBuild } from './build-copy.js';
 import { createPool, releaseMountsAndLoops } from './pool.js';
 import { renderMarkdown, renderTable, type BackupFigures, type BenchResults, type BerthDetail, type RestoreFigures, type RoundFigures, type SnapshotFigures, type StepFigures, type Target, type ToolFigures } from './results.js';
 import { BerthTool, BorgTool, firstLine, ResticTool, type BackupStep, type Tool, type ToolContext, type ToolId, type ToolRun } from './tools.js';
@@ -157,6 +158,8 @@ async function measure(options: Options, work: string, started: Date, loadAtStar
   if (/^tmpfs/.test(disk)) throw new Error(`${work} is on tmpfs; pass --work-dir on a disk`);
   const machine = await describeMachine(disk);
   const source = await describeSource();
+  const build = await copyBuild(join(work, 'code'));
+  if (build.staleFiles.length > 0) log(`warning: the build is older than these sources (run npx tsc first?): ${build.staleFiles.join(', ')}`);
 
   // Cache policy: cold when the kernel lets us drop the page cache, else warm (stated in the results).
   const dropWorks = await dropCaches();
@@ -183,6 +186,7 @@ async function measure(options: Options, work: string, started: Date, loadAtStar
     volume: VOLUME,
     sourcePath,
     restoreDir,
+    workerScript: build.workerScript,
     ...(options.cpuProfileDir === undefined ? {} : { cpuProfileDir: options.cpuProfileDir }),
   };
   const keyPath = join(work, 'keys', 'backup.key');
@@ -352,7 +356,7 @@ async function measure(options: Options, work: string, started: Date, loadAtStar
     benchmark: 'backup',
     date: started.toISOString(),
     durationSeconds: Math.round((Date.now() - started.getTime()) / 1000),
-    source,
+    source: { ...source, staleBuildFiles: build.staleFiles },
     machine: { ...machine, loadAverageAtStart: loadAtStart, loadAverageAtEnd: loadavg().map((v) => round(v, 2)) },
     parameters: {
       seed: options.seed,

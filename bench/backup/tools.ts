@@ -52,9 +52,12 @@ export interface ToolContext {
   readonly restoreDir: string;
   /** When set, every Berth worker writes a V8 CPU profile there (see profile-summary.ts). */
   readonly cpuProfileDir?: string;
+  /** berth-worker.js to run: the copy of the build taken at the start of the run. */
+  readonly workerScript: string;
 }
 
-const WORKER = fileURLToPath(new URL('./berth-worker.js', import.meta.url));
+/** berth-worker.js next to this module (in the build the run was started from). */
+export const WORKER_SCRIPT = fileURLToPath(new URL('./berth-worker.js', import.meta.url));
 const PASSWORD = 'berth-bench-not-secret';
 
 /** Berth through the worker process; with `keyPath`, encrypted (AES-256-GCM). Compression is the default, zstd. */
@@ -95,7 +98,7 @@ export class BerthTool implements Tool {
   async worker(request: WorkerOp): Promise<{ measured: Measured; berth: WorkerResult }> {
     const full: WorkerRequest = { ...request, root: this.context.berthRoot, state: this.context.berthState };
     const profile = this.context.cpuProfileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', this.context.cpuProfileDir, '--cpu-prof-name', `${this.id}-${request.op}-${++this.runs}.cpuprofile`];
-    const measured = await measureCommand([process.execPath, ...profile, WORKER, JSON.stringify(full)], this.context.work);
+    const measured = await measureCommand([process.execPath, ...profile, this.context.workerScript, JSON.stringify(full)], this.context.work);
     const line = measured.stdout.split('\n').reverse().find((candidate) => candidate.startsWith(RESULT_PREFIX));
     if (line === undefined) throw new Error(`berth worker ${request.op} printed no result: ${measured.stdout.slice(-2000)}`);
     return { measured, berth: JSON.parse(line.slice(RESULT_PREFIX.length)) as WorkerResult };

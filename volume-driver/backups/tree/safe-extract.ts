@@ -420,14 +420,35 @@ async function createFile(content: AsyncIterable<Buffer | Uint8Array> | Iterable
     throw translateError(error, 'ERR_STORAGE', `cannot restore ${options.display}`);
   }
   let written = 0;
+  // Archive chunks are small (64 KiB pipe reads): gather them into ~1 MiB batches written with
+  // one writev each, and keep one batch in flight while the next one is gathered.
+  let batch: Buffer[] = [];
+  let batchBytes = 0;
+  let inFlight: Promise<void> = Promise.resolve();
+  const flush = async (): Promise<void> => {
+    const buffers = batch;
+    const bytes = batchBytes;
+    batch = [];
+    batchBytes = 0;
+    await inFlight;
+    inFlight = storage(options.display, () => writeAll(handle, buffers, bytes)).then(() => {
+      written += bytes;
+      options.onBytes?.(written);
+    });
+    inFlight.catch(() => undefined); // awaited below; keeps an early failure from going unhandled
+  };
   try {
+    let received = 0;
     for await (const piece of content) {
       const chunk = piece instanceof Buffer ? piece : Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
-      if (options.expectedSize !== undefined && written + chunk.length > options.expectedSize) throw new BerthError('ERR_BACKUP_CORRUPT', `content of ${options.display} is longer than its ${options.expectedSize} bytes`);
-      await storage(options.display, () => writeAll(handle, chunk));
-      written += chunk.length;
-      options.onBytes?.(written);
+      received += chunk.length;
+      if (options.expectedSize !== undefined && received > options.expectedSize) throw new BerthError('ERR_BACKUP_CORRUPT', `content of ${options.display} is longer than its ${options.expectedSize} bytes`);
+      batch.push(chunk);
+      batchBytes += chunk.length;
+      if (batchBytes >= WRITE_BATCH_BYTES) await flush();
     }
+    if (batchBytes > 0) await flush();
+    await inFlight;
     if (options.expectedSize !== undefined && written !== options.expectedSize) throw new BerthError('ERR_BACKUP_CORRUPT', `content of ${options.display} is ${written} bytes, not ${options.expectedSize}`);
     await storage(options.display, () => applyMetadata(handle, metadata, options.owners));
     await storage(options.display, () => handle.close());
@@ -439,11 +460,25 @@ async function createFile(content: AsyncIterable<Buffer | Uint8Array> | Iterable
   }
 }
 
-async function writeAll(handle: FileHandle, chunk: Buffer): Promise<void> {
-  for (let offset = 0; offset < chunk.length; ) {
-    const { bytesWritten } = await handle.write(chunk, offset, chunk.length - offset);
-    offset += bytesWritten;
+const WRITE_BATCH_BYTES = 1024 * 1024;
+
+async function writeAll(handle: FileHandle, buffers: Buffer[], bytes: number): Promise<void> {
+  let pending = buffers;
+  for (let remaining = bytes; remaining > 0; ) {
+    const { bytesWritten } = await handle.writev(pending);
+    remaining -= bytesWritten;
+    pending = dropBytes(pending, bytesWritten);
   }
+}
+
+/** The buffers left after a short write of `count` bytes. */
+function dropBytes(buffers: Buffer[], count: number): Buffer[] {
+  let skip = count;
+  let index = 0;
+  while (index < buffers.length && skip >= buffers[index]!.length) skip -= buffers[index++]!.length;
+  const rest = buffers.slice(index);
+  if (skip > 0 && rest.length > 0) rest[0] = rest[0]!.subarray(skip);
+  return rest;
 }
 
 async function setSymlinkMetadata(absolute: string, metadata: EntryMetadata, owners: boolean): Promise<void> {
