@@ -12,6 +12,8 @@ export interface ObjectCodec {
   readonly key?: BackupKey;
 }
 
+const STAGE_BUFFER_BYTES = 4 * 1024 * 1024;
+
 /** Object file names say how to read them: `data.tar.zst`, `index.bin.zst.enc`, ... */
 export function objectFileName(base: string, codec: ObjectCodec): string {
   const suffix = codec.compression === 'zstd' ? '.zst' : codec.compression === 'gzip' ? '.gz' : '';
@@ -36,7 +38,8 @@ export function loadObject(raw: Readable, object: BackupObject, where: string, c
   const stages: NodeJS.ReadWriteStream[] = [new ChecksumVerifier(object, where)];
   if (codec.key) stages.push(decryptStream(codec.key, where));
   stages.push(decompressStream(codec.compression));
-  const output = new PassThrough();
+  // Large buffers between stages: the default 16 KiB makes every stage stall on the next.
+  const output = new PassThrough({ highWaterMark: STAGE_BUFFER_BYTES });
   pipeline([raw, ...stages, output]).catch((error: unknown) => output.destroy(translateRead(error, where)));
   return output;
 }
@@ -50,7 +53,7 @@ class ChecksumVerifier extends Transform {
     private readonly expected: BackupObject,
     private readonly where: string,
   ) {
-    super();
+    super({ highWaterMark: STAGE_BUFFER_BYTES });
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
