@@ -194,6 +194,11 @@ export async function startEtcd(options: EtcdServerOptions = {}): Promise<EtcdSe
 }
 
 /** A port free on `host` right now (etcd binds it a moment later; collisions are unlikely on loopback). */
+/** `127.0.0.1:PORT` where nothing listens: an etcd endpoint that refuses connections. */
+export async function deadEndpoint(): Promise<string> {
+  return `127.0.0.1:${await freePort('127.0.0.1')}`;
+}
+
 function freePort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();

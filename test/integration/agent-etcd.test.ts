@@ -1,6 +1,5 @@
-import { createServer } from 'node:net';
 import { expect } from 'chai';
-import { startEtcd, type EtcdServer } from '../helpers/etcd-server.js';
+import { deadEndpoint, startEtcd, type EtcdServer } from '../helpers/etcd-server.js';
 import { runBerthCli, startLocalAgent, type LocalAgent } from '../helpers/local-agent.js';
 import { callPlugin, goJson } from '../helpers/plugin-client.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
@@ -78,12 +77,3 @@ describe('agent with the etcd state store', function () {
   });
 });
 
-/** `127.0.0.1:PORT` where nothing listens. */
-async function deadEndpoint(): Promise<string> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (typeof address !== 'object' || address === null) throw new Error('no port');
-  return `127.0.0.1:${address.port}`;
-}

@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import { isBerthError, type BerthError } from '../../plugins/errors/berth-error.js';
 import { EtcdStateStore, type EtcdStateStoreOptions } from '../../plugins/state/etcd-state-store.js';
 import type { StateStore, WatchEvent } from '../../plugins/state/state-store.js';
-import { startEtcd, type EtcdServer } from '../helpers/etcd-server.js';
+import { deadEndpoint, startEtcd, type EtcdServer } from '../helpers/etcd-server.js';
 import { expectBerthError } from '../helpers/expect-berth-error.js';
 import { sleep, waitUntil } from '../helpers/wait-until.js';
 
@@ -207,15 +207,6 @@ describe('EtcdStateStore with a real etcd', function () {
   });
 });
 
-/** `127.0.0.1:PORT` where nothing listens. */
-async function deadEndpoint(): Promise<string> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (typeof address !== 'object' || address === null) throw new Error('no port');
-  return `127.0.0.1:${address.port}`;
-}
 
 interface TcpProxy {
   readonly endpoint: string;
