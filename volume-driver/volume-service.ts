@@ -184,7 +184,7 @@ export class VolumeService {
   /** The engine's Get (before every Mount): the record plus the snapshot count, nothing slow. */
   async get(name: string): Promise<VolumeView> {
     const { record } = await this.requireReady(name);
-    const snapshots = await this.deps.backend.listSnapshots(name).then(
+    const snapshots = await this.deps.backend.snapshotNames(name).then(
       (list) => list.length,
       () => null, // a transient backend error must not make the engine forget the volume
     );
@@ -271,7 +271,7 @@ export class VolumeService {
   private async requireSnapshot(volume: string, snapshot: string): Promise<void> {
     const source = await this.deps.repository.get(volume);
     if (!source || source.record.state !== 'ready') throw new BerthError('ERR_VOLUME_NOT_FOUND', `option from-snapshot names volume ${volume}, which does not exist`);
-    if (!(await this.deps.backend.listSnapshots(volume)).some((candidate) => candidate.name === snapshot)) {
+    if (!(await this.deps.backend.snapshotNames(volume)).includes(snapshot)) {
       throw new BerthError('ERR_SNAPSHOT_NOT_FOUND', `option from-snapshot names snapshot ${volume}@${snapshot}, which does not exist`);
     }
   }

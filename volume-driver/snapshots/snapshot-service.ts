@@ -66,7 +66,7 @@ export class SnapshotService {
     const snapshot = name === undefined ? generatedSnapshotName(origin) : validateSnapshotName(name);
     return this.deps.locks.run(volume, async () => {
       const { record } = await this.requireVolume(volume);
-      if ((await this.deps.backend.listSnapshots(volume)).some((existing) => existing.name === snapshot)) {
+      if ((await this.deps.backend.snapshotNames(volume)).includes(snapshot)) {
         throw new BerthError('ERR_SNAPSHOT_EXISTS', `snapshot ${volume}@${snapshot} already exists`);
       }
       const options = parseVolumeOptions(record.options);
@@ -94,10 +94,10 @@ export class SnapshotService {
     const removed: string[] = [];
     for (const { record } of await this.deps.repository.list()) {
       if (record.state !== 'ready') continue;
-      for (const snapshot of await this.deps.backend.listSnapshots(record.name)) {
-        if (snapshotOrigin(snapshot.name) !== origin) continue;
-        await this.remove(record.name, snapshot.name);
-        removed.push(`${record.name}@${snapshot.name}`);
+      for (const snapshot of await this.deps.backend.snapshotNames(record.name)) {
+        if (snapshotOrigin(snapshot) !== origin) continue;
+        await this.remove(record.name, snapshot);
+        removed.push(`${record.name}@${snapshot}`);
       }
     }
     return removed;

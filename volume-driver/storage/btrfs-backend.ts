@@ -174,18 +174,14 @@ export class BtrfsBackend implements StorageBackend {
     return this.describeSnapshot(volume, snapshot);
   }
 
+  snapshotNames(volume: string): Promise<string[]> {
+    return this.layout.snapshotNames(volume);
+  }
+
   async listSnapshots(volume: string): Promise<BackendSnapshot[]> {
-    let entries;
-    try {
-      entries = await readdir(this.layout.snapshotsOf(volume), { withFileTypes: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw translateError(error, 'ERR_STORAGE', `cannot list snapshots of volume ${volume}`);
-    }
     const snapshots: BackendSnapshot[] = [];
-    for (const entry of entries) {
-      if (!entry.isDirectory() || !isValidVolumeName(entry.name)) continue;
-      const described = await this.describeSnapshot(volume, entry.name).catch((error: unknown) => {
+    for (const name of await this.layout.snapshotNames(volume)) {
+      const described = await this.describeSnapshot(volume, name).catch((error: unknown) => {
         if (error instanceof BerthError && error.code === 'ERR_SNAPSHOT_NOT_FOUND') return undefined; // deleted meanwhile
         throw error;
       });

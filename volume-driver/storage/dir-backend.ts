@@ -134,18 +134,14 @@ export class DirBackend implements StorageBackend {
     return this.describeSnapshot(volume, snapshot);
   }
 
+  snapshotNames(volume: string): Promise<string[]> {
+    return this.layout.snapshotNames(volume);
+  }
+
   async listSnapshots(volume: string): Promise<BackendSnapshot[]> {
-    let entries;
-    try {
-      entries = await readdir(this.layout.snapshotsOf(volume), { withFileTypes: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw translateError(error, 'ERR_STORAGE', `cannot list snapshots of volume ${volume}`);
-    }
     const snapshots: BackendSnapshot[] = [];
-    for (const entry of entries) {
-      if (!entry.isDirectory() || !isValidVolumeName(entry.name)) continue;
-      snapshots.push(await this.describeSnapshot(volume, entry.name));
+    for (const name of await this.layout.snapshotNames(volume)) {
+      snapshots.push(await this.describeSnapshot(volume, name));
     }
     return snapshots.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.name.localeCompare(b.name));
   }

@@ -46,6 +46,8 @@ export interface StorageBackend {
   /** Takes a read-only point-in-time snapshot; refuses a name already taken. */
   createSnapshot(volume: string, snapshot: string): Promise<BackendSnapshot>;
   listSnapshots(volume: string): Promise<BackendSnapshot[]>;
+  /** Just the names: cheap enough for the engine's Get, which runs before every Mount. */
+  snapshotNames(volume: string): Promise<string[]>;
   /** Deletes one snapshot; succeeds when already gone. */
   deleteSnapshot(volume: string, snapshot: string): Promise<void>;
   /** Replaces the volume's live data with the snapshot's content in one atomic switch. */

@@ -62,6 +62,18 @@ export class StorageLayout {
     return join(this.snapshotsDir, validateVolumeName(volume));
   }
 
+  /** Names of the volume's snapshots, read from their directory only (no per-snapshot work). */
+  async snapshotNames(volume: string): Promise<string[]> {
+    let entries;
+    try {
+      entries = await readdir(this.snapshotsOf(volume), { withFileTypes: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw translateError(error, 'ERR_STORAGE', `cannot list snapshots of volume ${volume}`);
+    }
+    return entries.filter((entry) => entry.isDirectory() && isValidVolumeName(entry.name)).map((entry) => entry.name);
+  }
+
   snapshotPath(volume: string, snapshot: string): string {
     return join(this.snapshotsOf(volume), validateSnapshotName(snapshot));
   }
