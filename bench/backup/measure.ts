@@ -6,6 +6,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { checkCommand, formatCommand, runCommand, type RunOptions } from '../../test/helpers/run-command.js';
 import { round } from '../common/stats.js';
+import { sha256File } from './dataset.js';
 
 export const GNU_TIME = '/usr/bin/time';
 
@@ -108,4 +109,24 @@ export async function treeSize(root: string): Promise<TreeSize> {
 
 export function loadAverage1(): number {
   return round(loadavg()[0] ?? 0, 2);
+}
+
+/** The restored tree must hold exactly the files of `expected`, each with its sha256. */
+export async function compareRestored(root: string, expected: Readonly<Record<string, string>>): Promise<{ bytes: number; mismatches: string[] }> {
+  const mismatches: string[] = [];
+  const found = new Map<string, number>();
+  const walk = async (dir: string, prefix: string): Promise<void> => {
+    for await (const entry of await opendir(dir)) {
+      const path = prefix === '' ? entry.name : `${prefix}/${entry.name}`;
+      if (entry.isDirectory()) await walk(join(dir, entry.name), path);
+      else found.set(path, (await lstat(join(dir, entry.name))).size);
+    }
+  };
+  await walk(root, '').catch((error: unknown) => mismatches.push(`cannot read ${root}: ${error instanceof Error ? error.message : String(error)}`));
+  for (const path of found.keys()) if (!(path in expected)) mismatches.push(`unexpected ${path}`);
+  for (const [path, sha] of Object.entries(expected)) {
+    if (!found.has(path)) mismatches.push(`missing ${path}`);
+    else if ((await sha256File(join(root, path))) !== sha) mismatches.push(`${path} differs`);
+  }
+  return { bytes: [...found.values()].reduce((sum, size) => sum + size, 0), mismatches };
 }

@@ -6,9 +6,8 @@
 //
 // See README.md next to this file for what is measured and how to read the figures.
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, opendir, rm } from 'node:fs/promises';
-import { spawn } from 'node:child_process';
-import { constants as osConstants, cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { generateBackupKey } from '../../volume-driver/backups/codec/encryption.js';
@@ -18,8 +17,9 @@ import { runCommand } from '../../test/helpers/run-command.js';
 import { describeSource, mdPathFor, writeResultFiles } from '../common/report.js';
 import { ratio, round, summarize, timed } from '../common/stats.js';
 import { applyPageWrites, DB_FILE, GiB, MiB, sha256File, SQL_FILE, writeRandomFile, writeSqlFile } from './dataset.js';
-import { dropCaches, flush, GNU_TIME, loadAverage1, readTree, treeSize } from './measure.js';
+import { compareRestored, dropCaches, flush, GNU_TIME, loadAverage1, readTree, treeSize } from './measure.js';
 import { copyBuild } from './build-copy.js';
+import { inOwnMountNamespace, needsOwnMountNamespace } from './mount-namespace.js';
 import { createPool, releaseMountsAndLoops } from './pool.js';
 import { renderMarkdown, renderTable, type BackupFigures, type BenchResults, type BerthDetail, type RestoreFigures, type RoundFigures, type SnapshotFigures, type StepFigures, type Target, type ToolFigures } from './results.js';
 import { BerthTool, BorgTool, firstLine, ResticTool, type BackupStep, type Tool, type ToolContext, type ToolId, type ToolRun } from './tools.js';
@@ -68,34 +68,8 @@ const TARGET_SNAPSHOT_MS = 100;
 
 const log = (message: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${message}`);
 
-/** Set in the re-executed process that runs in its own mount namespace. */
-const NAMESPACE_MARK = 'BERTH_BENCH_BACKUP_MOUNT_NS';
-
-/**
- * Re-runs this script in a private mount namespace: the pool's mount is then invisible to mount
- * namespaces that other programs create meanwhile (test clusters do), which would otherwise keep
- * a copy of it, and with it the loop device, alive after our unmount. The namespace, and with it
- * any mount left behind, also ends when the run's process does, whatever way it ends.
- */
-async function inOwnMountNamespace(): Promise<number> {
-  const child = spawn('unshare', ['--mount', '--propagation', 'private', '--', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
-    stdio: 'inherit',
-    env: { ...process.env, [NAMESPACE_MARK]: '1' },
-  });
-  const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
-  process.on('SIGINT', forward);
-  process.on('SIGTERM', forward);
-  return new Promise((resolve) => {
-    child.on('error', (error) => {
-      console.error(`cannot run unshare: ${error.message}`);
-      resolve(1);
-    });
-    child.on('close', (code, signal) => resolve(code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1)));
-  });
-}
-
 async function main(): Promise<number> {
-  if (process.env[NAMESPACE_MARK] !== '1' && !process.argv.includes('--help') && !process.argv.includes('-h')) return inOwnMountNamespace();
+  if (needsOwnMountNamespace()) return inOwnMountNamespace();
   let options: Options;
   try {
     options = parseOptions(process.argv.slice(2));
@@ -444,26 +418,6 @@ function berthDetail(result: WorkerResult): BerthDetail {
       : {}),
     ...(result.chain ? { chain: result.chain } : {}),
   };
-}
-
-/** The restored tree must hold exactly the two files, each with the source's sha256. */
-async function compareRestored(root: string, expected: Readonly<Record<string, string>>): Promise<{ bytes: number; mismatches: string[] }> {
-  const mismatches: string[] = [];
-  const found = new Map<string, number>();
-  const walk = async (dir: string, prefix: string): Promise<void> => {
-    for await (const entry of await opendir(dir)) {
-      const path = prefix === '' ? entry.name : `${prefix}/${entry.name}`;
-      if (entry.isDirectory()) await walk(join(dir, entry.name), path);
-      else found.set(path, (await lstat(join(dir, entry.name))).size);
-    }
-  };
-  await walk(root, '').catch((error: unknown) => mismatches.push(`cannot read ${root}: ${error instanceof Error ? error.message : String(error)}`));
-  for (const path of found.keys()) if (!(path in expected)) mismatches.push(`unexpected ${path}`);
-  for (const [path, sha] of Object.entries(expected)) {
-    if (!found.has(path)) mismatches.push(`missing ${path}`);
-    else if ((await sha256File(join(root, path))) !== sha) mismatches.push(`${path} differs`);
-  }
-  return { bytes: [...found.values()].reduce((sum, size) => sum + size, 0), mismatches };
 }
 
 /** Median of `runs` BtrfsBackend.createSnapshot calls on a volume of `gib` GiB of random data, each snapshot deleted after. */
