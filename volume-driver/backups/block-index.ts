@@ -33,8 +33,13 @@ export function blockCount(size: number): number {
   return Math.ceil(size / BLOCK_SIZE);
 }
 
-export function hashBlock(block: Buffer): Buffer {
-  return hash('sha256', block, 'buffer').subarray(0, HASH_BYTES);
+/**
+ * Writes the block's hash (the first HASH_BYTES of its SHA-256) into `into` at byte `offset`. The
+ * digest comes as a 'binary' (latin1) string, one char a byte: cheaper to get than a new Buffer,
+ * which at one hash per 4 KiB is a fifth of the time.
+ */
+export function hashBlockInto(block: Buffer, into: Buffer, offset: number): void {
+  into.write(hash('sha256', block, 'binary'), offset, HASH_BYTES, 'binary');
 }
 
 export interface FileStat {
@@ -74,9 +79,8 @@ export async function indexFile(
       for (let offset = 0; offset < bytesRead; offset += BLOCK_SIZE) {
         const index = first + offset / BLOCK_SIZE;
         const block = buffer.subarray(offset, Math.min(offset + BLOCK_SIZE, bytesRead));
-        const digest = hashBlock(block);
-        digest.copy(hashes, index * HASH_BYTES);
-        if (previous && !sameBlock(previous, index, digest, block.length)) {
+        hashBlockInto(block, hashes, index * HASH_BYTES);
+        if (previous && !sameBlock(previous, index, hashes, block.length)) {
           changedBlocks++;
           onChangedBlock?.(index, block.length);
         }
@@ -88,18 +92,20 @@ export async function indexFile(
   return { entry: { path: relativePath, size: stat.size, mtimeMs: stat.mtimeMs, ctimeMs: stat.ctimeMs, ino: stat.ino, hashes }, changedBlocks };
 }
 
-function sameBlock(previous: FileIndexEntry, index: number, digest: Buffer, length: number): boolean {
+/** Whether block `index` of `hashes` (a file of the same path) is the previous entry's. */
+function sameBlock(previous: FileIndexEntry, index: number, hashes: Buffer, length: number): boolean {
   if (index >= blockCount(previous.size)) return false;
   // A last block that grew or shrank is shipped whole: its hash alone cannot tell lengths apart.
   const oldLength = Math.min(BLOCK_SIZE, previous.size - index * BLOCK_SIZE);
   if (oldLength !== length) return false;
-  return previous.hashes.compare(digest, 0, HASH_BYTES, index * HASH_BYTES, (index + 1) * HASH_BYTES) === 0;
+  const start = index * HASH_BYTES;
+  return previous.hashes.compare(hashes, start, start + HASH_BYTES, start, start + HASH_BYTES) === 0;
 }
 
 /** Hashes the blocks of one archived chunk; chunks start on block boundaries. */
 export function hashChunkInto(hashes: Buffer, chunk: Buffer, offset: number): void {
   for (let position = 0; position < chunk.length; position += BLOCK_SIZE) {
-    hashBlock(chunk.subarray(position, Math.min(position + BLOCK_SIZE, chunk.length))).copy(hashes, ((offset + position) / BLOCK_SIZE) * HASH_BYTES);
+    hashBlockInto(chunk.subarray(position, Math.min(position + BLOCK_SIZE, chunk.length)), hashes, ((offset + position) / BLOCK_SIZE) * HASH_BYTES);
   }
 }
 
