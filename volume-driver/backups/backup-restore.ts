@@ -2,11 +2,13 @@
  * Restores a backup chain into an empty directory: the full backup's tar is extracted safely,
  * then each incremental is applied (paths that disappeared deleted, changed entries replaced,
  * deltas patched in place, metadata set from the tree listing). Finally every restored file is
- * checked block by block against the last backup's index, so a restore that returns is exact.
- * On any failure the caller deletes the half-restored directory: nothing is left looking whole.
+ * checked block by block against the last backup's index, so a restore that returns is exact:
+ * the blocks are hashed from the bytes as they are written (RestoredBlocks), only what was not
+ * seen that way is read back. On any failure the caller deletes the half-restored directory:
+ * nothing is left looking whole.
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, link, lstat, mkdir, rm, symlink, unlink } from 'node:fs/promises';
+import { mkdtemp, link, lstat, mkdir, rm, symlink, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { BerthError } from '../../plugins/errors/berth-error.js';
@@ -16,7 +18,8 @@ import type { BackupManifest, BackupObject } from './backup-manifest.js';
 import type { BackupTarget } from './backup-target.js';
 import type { Compression } from './codec/compression.js';
 import type { BackupKey } from './codec/encryption.js';
-import { loadObject, loadObjectBuffer, type ObjectCodec } from './object-pipeline.js';
+import { loadObject, loadObjectBuffer, type ObjectCodec, type ObjectSource } from './object-pipeline.js';
+import { RestoredBlocks, type BlockPatch } from './restored-blocks.js';
 import { extractTree, openForPatch, removePath, safeResolve, setMetadata, symlinkTargetProblem, writeFileFrom, type ArchiveEntry } from './tree/safe-extract.js';
 import { compareTreePaths, type EntryMetadata, type TreeEntry } from './tree/tree-entry.js';
 import { walkTree } from './tree/walk-tree.js';
@@ -52,8 +55,22 @@ export function codecFor(manifest: BackupManifest, key: BackupKey | undefined): 
   return manifest.encryption && key ? { compression, key } : { compression };
 }
 
+/** Where to read one of the backup's objects from: its local file when the target has one. */
+export function objectSource(target: BackupTarget, manifest: BackupManifest, object: BackupObject): ObjectSource {
+  return target.objectPath ? { path: target.objectPath(manifest.volume, manifest.id, object.file) } : target.openObject(manifest.volume, manifest.id, object.file);
+}
+
 export function openVerified(target: BackupTarget, manifest: BackupManifest, object: BackupObject, codec: ObjectCodec) {
-  return loadObject(target.openObject(manifest.volume, manifest.id, object.file), object, `backup ${manifest.volume}/${manifest.id} ${object.file}`, codec);
+  return loadObject(objectSource(target, manifest, object), object, objectName(manifest, object), codec);
+}
+
+/** A whole (small) object, verified. */
+export function loadVerifiedBuffer(target: BackupTarget, manifest: BackupManifest, object: BackupObject, codec: ObjectCodec): Promise<Buffer> {
+  return loadObjectBuffer(objectSource(target, manifest, object), object, objectName(manifest, object), codec);
+}
+
+function objectName(manifest: BackupManifest, object: BackupObject): string {
+  return `backup ${manifest.volume}/${manifest.id} ${object.file}`;
 }
 
 export interface RestoreOptions {
@@ -65,29 +82,31 @@ export async function restoreChain(target: BackupTarget, chain: readonly BackupM
   const total = chain.reduce((sum, manifest) => sum + manifest.stats.changedBytes, 0);
   let done = 0;
   const scratch = await mkdtemp(join(dirname(destination), '.berth-extract-'));
+  const blocks = new RestoredBlocks();
   try {
     for (const [position, manifest] of chain.entries()) {
       const codec = codecFor(manifest, key);
       const base = done;
       const onBytes = (bytes: number) => progress('restore', base + bytes, total);
       if (position === 0) {
-        await extractTree(openVerified(target, manifest, manifest.objects.data, codec), destination, { onProgress: onBytes, allowEscapingSymlinks: options.allowEscapingSymlinks === true });
+        await extractTree(openVerified(target, manifest, manifest.objects.data, codec), destination, { onProgress: onBytes, allowEscapingSymlinks: options.allowEscapingSymlinks === true, tapContent: blocks.tapContent });
       } else {
-        await applyIncremental(target, manifest, codec, destination, scratch, onBytes, options);
+        await applyIncremental(target, manifest, codec, destination, scratch, blocks, onBytes, options);
       }
       done = base + manifest.stats.changedBytes;
     }
     const last = chain[chain.length - 1]!;
-    await verifyRestored(target, last, codecFor(last, key), destination, progress);
+    await verifyRestored(target, last, codecFor(last, key), destination, blocks, progress);
   } finally {
+    await blocks.close();
     await rm(scratch, { recursive: true, force: true });
   }
 }
 
-async function applyIncremental(target: BackupTarget, manifest: BackupManifest, codec: ObjectCodec, destination: string, scratch: string, onBytes: (bytes: number) => void, options: RestoreOptions): Promise<void> {
+async function applyIncremental(target: BackupTarget, manifest: BackupManifest, codec: ObjectCodec, destination: string, scratch: string, blocks: RestoredBlocks, onBytes: (bytes: number) => void, options: RestoreOptions): Promise<void> {
   const { tree: treeObject, deltas: deltasObject } = manifest.objects;
   if (!treeObject || !deltasObject) throw new BerthError('ERR_BACKUP_CORRUPT', `backup ${manifest.volume}/${manifest.id} is corrupt: an incremental without tree or deltas`);
-  const listing = parseListing(await loadObjectBuffer(target.openObject(manifest.volume, manifest.id, treeObject.file), treeObject, `backup ${manifest.volume}/${manifest.id} ${treeObject.file}`, codec), manifest);
+  const listing = parseListing(await loadVerifiedBuffer(target, manifest, treeObject, codec), manifest);
 
   // 1. Delete what the new tree no longer has, or has as another kind of entry.
   const doomed: string[] = [];
@@ -115,7 +134,7 @@ async function applyIncremental(target: BackupTarget, manifest: BackupManifest, 
           });
           break;
         case 'file':
-          bytes += await writeFileFrom(content, absolute, entry, { replace: true, expectedSize: entry.size, onBytes: (count) => onBytes(bytes + count) });
+          bytes += await writeFileFrom(content, absolute, entry, { replace: true, expectedSize: entry.size, onBytes: (count) => onBytes(bytes + count), tapContent: blocks.tapContent });
           break;
         case 'symlink': {
           const problem = options.allowEscapingSymlinks ? (entry.linkTarget ? undefined : 'it has no target') : symlinkTargetProblem(entry.path, entry.linkTarget);
@@ -143,20 +162,30 @@ async function applyIncremental(target: BackupTarget, manifest: BackupManifest, 
   });
 
   // 3. Changed blocks, patched in place.
-  let handle: Awaited<ReturnType<typeof openForPatch>> | undefined;
+  let handle: FileHandle | undefined;
+  let patch: BlockPatch | undefined;
+  const finishFile = async (): Promise<void> => {
+    if (handle && patch) await patch.finish(handle);
+    await handle?.close();
+    handle = undefined;
+    patch = undefined;
+  };
   try {
     for await (const event of readDeltas(openVerified(target, manifest, deltasObject, codec), `backup ${manifest.volume}/${manifest.id} ${deltasObject.file}`)) {
       if (event.kind === 'file') {
-        await handle?.close();
-        handle = undefined;
+        await finishFile();
         handle = await openForPatch(await safeResolve(destination, event.header.path));
+        patch = await blocks.patch(handle);
         await handle.truncate(event.header.size);
+        patch.resize(event.header.size);
       } else {
         await handle!.write(event.data, 0, event.data.length, event.index * BLOCK_SIZE);
+        patch!.wrote(event.index, event.data);
         bytes += event.data.length;
         onBytes(bytes);
       }
     }
+    await finishFile();
   } finally {
     await handle?.close();
   }
@@ -167,10 +196,13 @@ async function applyIncremental(target: BackupTarget, manifest: BackupManifest, 
   if (rootMetadata) await setMetadata(destination, { ...rootMetadata, type: 'directory' });
 }
 
-/** Every restored file must hash to the last backup's index, block for block. */
-async function verifyRestored(target: BackupTarget, manifest: BackupManifest, codec: ObjectCodec, destination: string, progress: RestoreProgress): Promise<void> {
+/**
+ * Every restored file must hash to the last backup's index, block for block: with the hashes
+ * taken as it was written where there are some, else read back.
+ */
+async function verifyRestored(target: BackupTarget, manifest: BackupManifest, codec: ObjectCodec, destination: string, blocks: RestoredBlocks, progress: RestoreProgress): Promise<void> {
   const where = `backup ${manifest.volume}/${manifest.id} ${manifest.objects.index.file}`;
-  const index = parseBlockIndex(await loadObjectBuffer(target.openObject(manifest.volume, manifest.id, manifest.objects.index.file), manifest.objects.index, where, codec), where);
+  const index = parseBlockIndex(await loadVerifiedBuffer(target, manifest, manifest.objects.index, codec), where);
   const total = [...index.values()].reduce((sum, entry) => sum + entry.size, 0);
   let done = 0;
   let restoredFiles = 0;
@@ -179,8 +211,10 @@ async function verifyRestored(target: BackupTarget, manifest: BackupManifest, co
     restoredFiles++;
     const expected = index.get(entry.path);
     if (!expected) throw new BerthError('ERR_BACKUP_CORRUPT', `restore of backup ${manifest.volume}/${manifest.id} produced ${entry.path}, which its index does not list`);
-    const { entry: actual } = await indexFile(join(destination, entry.path), entry.path, { size: entry.size, mtimeMs: entry.mtimeMs, ctimeMs: entry.ctimeMs ?? 0, ino: entry.ino ?? 0 });
-    if (actual.size !== expected.size || !actual.hashes.equals(expected.hashes)) {
+    const absolute = join(destination, entry.path);
+    const { dev, ino } = await lstat(absolute, { bigint: true });
+    const hashes = (await blocks.hashesOf(dev, ino, entry.size)) ?? (await indexFile(absolute, entry.path, { size: entry.size, mtimeMs: entry.mtimeMs, ctimeMs: entry.ctimeMs ?? 0, ino: entry.ino ?? 0 })).entry.hashes;
+    if (entry.size !== expected.size || !hashes.equals(expected.hashes)) {
       throw new BerthError('ERR_BACKUP_CORRUPT', `restored ${entry.path} does not match backup ${manifest.volume}/${manifest.id}`);
     }
     done += entry.size;

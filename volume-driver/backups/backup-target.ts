@@ -25,5 +25,11 @@ export interface BackupTarget {
   list(volume?: string): Promise<ListedBackup[]>;
   readManifest(volume: string, id: string): Promise<BackupManifest>;
   openObject(volume: string, id: string, file: string): Readable;
+  /**
+   * The object as a file on this machine, for targets that have one: a reader may then read it
+   * more than once at the same time (decompressor and checksum side by side) instead of streaming
+   * it through one pipe. Nothing is checked; opening a missing file fails like openObject's stream.
+   */
+  objectPath?(volume: string, id: string, file: string): string;
   remove(volume: string, id: string): Promise<void>;
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -7,6 +7,7 @@ import { BerthError, errorMessage, isBerthError, translateError } from '../../pl
 import { isValidVolumeName } from '../volume-name.js';
 import { BACKUP_ID_PATTERN, parseManifest, type BackupManifest } from './backup-manifest.js';
 import type { BackupTarget, ListedBackup, PendingBackup } from './backup-target.js';
+import { readObjectFile } from './object-pipeline.js';
 
 const MANIFEST = 'manifest.json';
 const MANIFEST_SUM = 'manifest.json.sha256';
@@ -99,8 +100,11 @@ export class DirectoryBackupTarget implements BackupTarget {
   }
 
   openObject(volume: string, id: string, file: string): Readable {
-    // 1 MiB reads: objects are large and read whole; the 64 KiB default costs many more calls.
-    return createReadStream(join(this.volumeDir(volume), safeFile(id), safeFile(file)), { highWaterMark: 1024 * 1024 });
+    return readObjectFile(this.objectPath(volume, id, file));
+  }
+
+  objectPath(volume: string, id: string, file: string): string {
+    return join(this.volumeDir(volume), safeFile(id), safeFile(file));
   }
 
   async remove(volume: string, id: string): Promise<void> {

@@ -1,5 +1,5 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { Duplex, PassThrough } from 'node:stream';
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { Duplex, PassThrough, type Readable, type Writable } from 'node:stream';
 import { createGunzip, createGzip, type Gunzip, type Gzip } from 'node:zlib';
 import { BerthError, translateError } from '../../../plugins/errors/berth-error.js';
 
@@ -63,6 +63,18 @@ export function decompressStream(kind: Compression, options: CompressionOptions 
   }
 }
 
+/**
+ * Decompresses the file open as `fd` from its current offset (normally a fresh descriptor: from
+ * the start): zstd reads it itself, no bytes pass through this process on the way in. Errors as
+ * decompressStream. Only zstd; the descriptor stays the caller's to close once the stream is done.
+ */
+export function decompressFile(kind: 'zstd', fd: number, options: CompressionOptions = {}): Readable {
+  const subject = options.subject ?? `${kind} stream`;
+  const stream = new ToolStream([options.zstdPath ?? 'zstd', '-q', '-d', '-c'], `decompressing ${subject}`, 'decompress', subject, fd);
+  stream.end();
+  return stream;
+}
+
 type Direction = 'compress' | 'decompress';
 
 /** Kept of a tool's stderr for the error message. */
@@ -72,29 +84,30 @@ const MAX_STDERR = 16 * 1024;
  * A child process as a Duplex: writes go to its stdin (with backpressure), its stdout is the
  * readable side, and the readable side only ends once the process has exited 0 — any other exit,
  * a signal, or a spawn failure errors the stream instead, with stderr in the message. Destroying
- * the stream kills the process.
+ * the stream kills the process. With `input`, the process reads that descriptor as its stdin
+ * instead, and nothing may be written.
  */
 export class ToolStream extends Duplex {
   readonly #command: readonly string[];
   readonly #what: string;
   readonly #direction: Direction;
   readonly #subject: string;
-  readonly #child: ChildProcessWithoutNullStreams;
+  readonly #child: ChildProcessByStdio<Writable | null, Readable, Readable>;
   #stderr = '';
   #inputFailed = false;
 
-  constructor(command: readonly string[], what: string, direction: Direction, subject: string) {
+  constructor(command: readonly string[], what: string, direction: Direction, subject: string, input?: number) {
     super();
     this.#command = command;
     this.#what = what;
     this.#direction = direction;
     this.#subject = subject;
     const [file = '', ...args] = command;
-    this.#child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.#child = input === undefined ? spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] }) : (spawn(file, args, { stdio: [input, 'pipe', 'pipe'] }) as ChildProcessByStdio<null, Readable, Readable>);
     const child = this.#child;
     child.on('error', (error: NodeJS.ErrnoException) => this.#spawnFailed(file, error));
     // EPIPE and the like when the tool quits early; the exit status then tells what went wrong.
-    child.stdin.on('error', () => {
+    child.stdin?.on('error', () => {
       this.#inputFailed = true;
     });
     child.stdout.on('error', (error) => this.destroy(translateError(error, 'ERR_STORAGE', `${this.#what}: reading ${file} output`)));
@@ -114,14 +127,20 @@ export class ToolStream extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    const stdin = this.#child.stdin;
+    if (!stdin) {
+      callback(new BerthError('ERR_INTERNAL', `${this.#what}: the tool reads a file, not what is written to it`));
+      return;
+    }
     // On a write error the callback is left pending: the exit status decides how the stream fails.
-    this.#child.stdin.write(chunk, (error) => {
+    stdin.write(chunk, (error) => {
       if (!error) callback();
     });
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    this.#child.stdin.end(() => callback());
+    if (this.#child.stdin) this.#child.stdin.end(() => callback());
+    else callback();
   }
 
   override _read(): void {
@@ -131,7 +150,7 @@ export class ToolStream extends Duplex {
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     const child = this.#child;
     if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    child.stdin.destroy();
+    child.stdin?.destroy();
     child.stdout.destroy();
     callback(error);
   }

@@ -40,9 +40,24 @@ export interface ArchiveEntry {
  */
 export type EntryAction = 'extract' | 'skip' | ((content: AsyncIterable<Buffer>) => Promise<void>);
 
+/** Sees one created file's content, in order, as it is written (e.g. to hash it instead of reading the file back). */
+export interface ContentTap {
+  /** The next bytes, before they are written; a returned promise holds the file back until it settles. Must not keep `chunk`. */
+  write(chunk: Buffer): void | Promise<void>;
+  /** All of the content was written. */
+  end(): void;
+  /** The file was not completed; it is removed. */
+  abort(): void;
+}
+
+/** Called once a regular file is created and open, with its identity; returns what sees its content. */
+export type TapContent = (file: { readonly dev: bigint; readonly ino: bigint }) => ContentTap;
+
 export interface ExtractOptions {
   /** File content bytes written so far, after each chunk. */
   readonly onProgress?: (bytes: number) => void;
+  /** Sees the content of every regular file extracted (not of entries handed to onEntry functions). */
+  readonly tapContent?: TapContent;
   /** Decides per entry (called after the entry's path is validated); 'extract' when absent. */
   readonly onEntry?: (entry: ArchiveEntry) => EntryAction | Promise<EntryAction>;
   /** Restore numeric uid/gid; defaults to whether the process runs as root (like GNU tar). */
@@ -143,7 +158,7 @@ export async function extractTree(tar: Readable, target: string, options: Extrac
             summary.bytes = before + written;
             options.onProgress?.(summary.bytes);
           };
-          await createFile(content.iterable, absolute, entry, { owners, display, onBytes, expectedSize: entry.size, refuseExisting: refuse });
+          await createFile(content.iterable, absolute, entry, { owners, display, onBytes, expectedSize: entry.size, refuseExisting: refuse, ...(options.tapContent ? { tapContent: options.tapContent } : {}) });
           summary.files++;
           break;
         }
@@ -237,6 +252,8 @@ export interface WriteFileOptions extends MetadataOptions {
   readonly onBytes?: (bytes: number) => void;
   /** When given, content of another length is ERR_BACKUP_CORRUPT and nothing is left behind. */
   readonly expectedSize?: number;
+  /** Sees the content as it is written. */
+  readonly tapContent?: TapContent;
 }
 
 /**
@@ -248,7 +265,14 @@ export async function writeFileFrom(content: AsyncIterable<Buffer | Uint8Array> 
   const display = JSON.stringify(absolutePath);
   const refuse = (reason: string) => new BerthError('ERR_BACKUP_UNSAFE_ENTRY', `path ${display} is unsafe: ${reason}`);
   const owners = options.preserveOwners ?? isRoot();
-  const base = { owners, display, refuseExisting: refuse, ...(options.onBytes ? { onBytes: options.onBytes } : {}), ...(options.expectedSize !== undefined ? { expectedSize: options.expectedSize } : {}) };
+  const base = {
+    owners,
+    display,
+    refuseExisting: refuse,
+    ...(options.onBytes ? { onBytes: options.onBytes } : {}),
+    ...(options.expectedSize !== undefined ? { expectedSize: options.expectedSize } : {}),
+    ...(options.tapContent ? { tapContent: options.tapContent } : {}),
+  };
   if (!options.replace) return createFile(content, absolutePath, metadata, base);
   const temporary = join(dirname(absolutePath), `.berth-restore-${randomUUID()}`);
   const written = await createFile(content, temporary, metadata, base);
@@ -408,6 +432,7 @@ interface CreateOptions {
   readonly onBytes?: (bytes: number) => void;
   readonly expectedSize?: number;
   readonly refuseExisting: (reason: string) => BerthError;
+  readonly tapContent?: TapContent;
 }
 
 /** Creates a new file (never through a symlink), streams content into it, applies metadata; removes it on failure. */
@@ -420,6 +445,7 @@ async function createFile(content: AsyncIterable<Buffer | Uint8Array> | Iterable
     throw translateError(error, 'ERR_STORAGE', `cannot restore ${options.display}`);
   }
   let written = 0;
+  let tap: ContentTap | undefined;
   // Archive chunks are small (64 KiB pipe reads): gather them into ~1 MiB batches written with
   // one writev each, and keep one batch in flight while the next one is gathered.
   let batch: Buffer[] = [];
@@ -438,11 +464,17 @@ async function createFile(content: AsyncIterable<Buffer | Uint8Array> | Iterable
     inFlight.catch(() => undefined); // awaited below; keeps an early failure from going unhandled
   };
   try {
+    if (options.tapContent) {
+      const { dev, ino } = await storage(options.display, () => handle.stat({ bigint: true }));
+      tap = options.tapContent({ dev, ino });
+    }
     let received = 0;
     for await (const piece of content) {
       const chunk = piece instanceof Buffer ? piece : Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
       received += chunk.length;
       if (options.expectedSize !== undefined && received > options.expectedSize) throw new BerthError('ERR_BACKUP_CORRUPT', `content of ${options.display} is longer than its ${options.expectedSize} bytes`);
+      const tapped = tap?.write(chunk);
+      if (tapped) await tapped;
       batch.push(chunk);
       batchBytes += chunk.length;
       if (batchBytes >= WRITE_BATCH_BYTES) await flush();
@@ -452,8 +484,10 @@ async function createFile(content: AsyncIterable<Buffer | Uint8Array> | Iterable
     if (options.expectedSize !== undefined && written !== options.expectedSize) throw new BerthError('ERR_BACKUP_CORRUPT', `content of ${options.display} is ${written} bytes, not ${options.expectedSize}`);
     await storage(options.display, () => applyMetadata(handle, metadata, options.owners));
     await storage(options.display, () => handle.close());
+    tap?.end();
     return written;
   } catch (error) {
+    tap?.abort();
     await handle.close().catch(() => undefined);
     await unlink(absolute).catch(() => undefined);
     throw error;
