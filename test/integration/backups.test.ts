@@ -34,6 +34,46 @@ async function fingerprint(root: string): Promise<Record<string, string>> {
   return out;
 }
 
+/**
+ * Replaces one object of a committed backup with `bytes` and fixes the manifest's checksums, as a
+ * forger (or a bug) would: every checksum is right, the content is not.
+ */
+async function forgeObject(backupDir: string, name: 'data' | 'index' | 'tree' | 'deltas', bytes: Buffer): Promise<void> {
+  const manifestPath = join(backupDir, 'manifest.json');
+  const manifest = JSON.parse(await readFile(manifestPath, 'utf8'));
+  const file = manifest.objects[name].file as string;
+  await writeFile(join(backupDir, file), bytes);
+  manifest.objects[name] = { file, sha256: createHash('sha256').update(bytes).digest('hex'), bytes: bytes.length };
+  const text = `${JSON.stringify(manifest, null, 2)}\n`;
+  await writeFile(manifestPath, text);
+  await writeFile(`${manifestPath}.sha256`, `${createHash('sha256').update(text).digest('hex')}  manifest.json\n`);
+}
+
+/** zstd of `data`, as the zstd CLI writes it. */
+async function zstd(data: Buffer): Promise<Buffer> {
+  const { compressStream } = await import('../../volume-driver/backups/codec/compression.js');
+  const parts: Buffer[] = [];
+  const stream = compressStream('zstd');
+  const collected = (async () => {
+    for await (const chunk of stream) parts.push(chunk as Buffer);
+  })();
+  stream.end(data);
+  await collected;
+  return Buffer.concat(parts);
+}
+
+async function unzstd(data: Buffer): Promise<Buffer> {
+  const { decompressStream } = await import('../../volume-driver/backups/codec/compression.js');
+  const parts: Buffer[] = [];
+  const stream = decompressStream('zstd');
+  const collected = (async () => {
+    for await (const chunk of stream) parts.push(chunk as Buffer);
+  })();
+  stream.end(data);
+  await collected;
+  return Buffer.concat(parts);
+}
+
 describe('backups: full, incremental, encrypted, verified, restored', function () {
   this.timeout(120_000);
   let stack: VolumeStack;
@@ -187,15 +227,9 @@ describe('backups: full, incremental, encrypted, verified, restored', function (
     const evil = join(targetDir.path, 'evil-src');
     await mkdir(evil);
     await symlink('/tmp', join(evil, 'escape'));
-    const forged = join(targetDir.path, 'db', manifest.id, manifest.objects.data.file);
+    const forged = join(targetDir.path, 'evil.tar.zst');
     await checkCommand(['tar', '--zstd', '-cf', forged, '-C', evil, '.']);
-    const bytes = await readFile(forged);
-    const manifestPath = join(targetDir.path, 'db', manifest.id, 'manifest.json');
-    const forgedManifest = JSON.parse(await readFile(manifestPath, 'utf8'));
-    forgedManifest.objects.data = { file: manifest.objects.data.file, sha256: createHash('sha256').update(bytes).digest('hex'), bytes: bytes.length };
-    const text = `${JSON.stringify(forgedManifest, null, 2)}\n`;
-    await writeFile(manifestPath, text);
-    await writeFile(`${manifestPath}.sha256`, `${createHash('sha256').update(text).digest('hex')}  manifest.json\n`);
+    await forgeObject(join(targetDir.path, 'db', manifest.id), 'data', await readFile(forged));
     const unsafe = await expectBerthError(backups.restore({ target, volume: 'db', id: manifest.id, to: 'db-evil' }), 'ERR_BACKUP_UNSAFE_ENTRY');
     expect(unsafe.message).to.contain('escape');
     expect(await stack.service.exists('db-evil')).to.equal(false);
@@ -231,5 +265,97 @@ describe('backups: full, incremental, encrypted, verified, restored', function (
     expect(await stack.service.exists('refused')).to.equal(false);
     await backups.restore({ target, volume: 'db', id: result.manifest.id, to: 'allowed', allowEscapingSymlinks: true });
     expect(await fingerprint(join(stack.root, 'volumes', 'allowed'))).to.deep.equal(await fingerprint(live()));
+  });
+  it("an incremental's index holds only the files it read again: an unchanged re-run stores next to nothing, and the chain restores exactly after retention", async () => {
+    const full = (await backups.create({ volume: 'db', target })).manifest;
+    expect(full.format).to.equal('berth-backup/1');
+    await appendFile(live('notes.txt'), 'more\n');
+    const first = (await backups.create({ volume: 'db', target })).manifest;
+    expect(first.format).to.equal('berth-backup/2');
+    // The appended file's hashes; not the 16 MiB table's 64 KiB of them (unchanged: read again here,
+    // where snapshots are copies with new inodes, but none of its blocks changed).
+    expect(first.objects.index.bytes).to.be.below(1024);
+    const handle = await open(live('base', 'deep', 'table.dat'), 'r+');
+    await handle.write(randomBytes(4096), 0, 4096, 4096 * 100);
+    await handle.close();
+    await rm(live('empty'));
+    const second = (await backups.create({ volume: 'db', target })).manifest;
+    // One page of the table changed: the hash of that block only.
+    expect(second.objects.index.bytes).to.be.below(1024);
+    const unchanged = await backups.create({ volume: 'db', target, keepLast: 1 });
+    expect(unchanged.manifest.stats.storedBytes).to.be.below(4096);
+    // Retention keeps what the newest needs: the whole chain.
+    expect(unchanged.removedByRetention).to.deep.equal([]);
+    expect((await backups.list(target, 'db')).map((entry) => ('manifest' in entry ? entry.manifest.id : entry.id))).to.deep.equal([full.id, first.id, second.id, unchanged.manifest.id]);
+    await backups.verify(target, 'db', unchanged.manifest.id);
+
+    const expected = await fingerprint(live());
+    await backups.restore({ target, volume: 'db', id: unchanged.manifest.id, to: 'db-unchanged' });
+    expect(await fingerprint(join(stack.root, 'volumes', 'db-unchanged'))).to.deep.equal(expected);
+    // The next incremental chains onto the folded index: the table is not read again.
+    await writeFile(live('later.txt'), 'later\n');
+    const next = (await backups.create({ volume: 'db', target })).manifest;
+    expect(next.parent).to.equal(unchanged.manifest.id);
+    expect(next.stats.changedBytes).to.equal('later\n'.length);
+    // A new full backup, then retention of one: the old chain goes, the new one restores alone.
+    const fresh = (await backups.create({ volume: 'db', target, full: true, keepLast: 1 })).manifest;
+    await writeFile(live('notes.txt'), 'rewritten\n');
+    const after = await backups.create({ volume: 'db', target, keepLast: 1 });
+    expect(after.manifest.chain).to.deep.equal([fresh.id]);
+    expect((await backups.list(target, 'db')).map((entry) => ('manifest' in entry ? entry.manifest.id : entry.id))).to.deep.equal([fresh.id, after.manifest.id]);
+    await backups.restore({ target, volume: 'db', id: after.manifest.id, to: 'db-after-retention' });
+    expect(await fingerprint(join(stack.root, 'volumes', 'db-after-retention'))).to.deep.equal(await fingerprint(live()));
+  });
+
+  it('a corrupted block in an incremental chain is named on restore, and no volume is left', async () => {
+    await backups.create({ volume: 'db', target });
+    const handle = await open(live('base', 'deep', 'table.dat'), 'r+');
+    for (const page of [3, 700, 2048]) await handle.write(randomBytes(4096), 0, 4096, page * 4096);
+    await handle.close();
+    const { manifest } = await backups.create({ volume: 'db', target });
+    expect(manifest.stats.changedBytes).to.equal(3 * 4096);
+    const backupDir = join(targetDir.path, 'db', manifest.id);
+    const deltasPath = join(backupDir, manifest.objects.deltas!.file);
+    const stored = await readFile(deltasPath);
+
+    // Damaged bytes: the object's checksum names it.
+    const flipped = Buffer.from(stored);
+    flipped[flipped.length - 100]! ^= 0x01;
+    await writeFile(deltasPath, flipped);
+    const damaged = await expectBerthError(backups.restore({ target, volume: 'db', id: manifest.id, to: 'db-damaged' }), 'ERR_BACKUP_CORRUPT');
+    expect(damaged.message).to.contain(`backup db/${manifest.id} ${manifest.objects.deltas!.file} is corrupt`);
+    expect(await stack.service.exists('db-damaged')).to.equal(false);
+
+    // A wrong block with every checksum right: the block hashes of the restored file name it.
+    const deltas = await unzstd(stored);
+    // The first file record is the table's: [u32 header length][header][u32 block][u32 length][bytes]...
+    expect(JSON.parse(deltas.subarray(4, 4 + deltas.readUInt32BE(0)).toString()).path).to.equal('base/deep/table.dat');
+    deltas[4 + deltas.readUInt32BE(0) + 8 + 100]! ^= 0x01;
+    await forgeObject(backupDir, 'deltas', await zstd(deltas));
+    const wrong = await expectBerthError(backups.restore({ target, volume: 'db', id: manifest.id, to: 'db-wrong' }), 'ERR_BACKUP_CORRUPT');
+    expect(wrong.message).to.equal(`restored base/deep/table.dat does not match backup db/${manifest.id}`);
+    expect(await stack.service.exists('db-wrong')).to.equal(false);
+    expect(await readdir(join(stack.root, 'volumes'))).to.deep.equal(['db']);
+  });
+
+  it('names a corrupt or truncated large object on restore (zstd reads it, the checksum is computed beside it)', async () => {
+    await writeFile(live('base', 'big.bin'), randomBytes(40 * 1024 * 1024));
+    const { manifest } = await backups.create({ volume: 'db', target });
+    const data = join(targetDir.path, 'db', manifest.id, manifest.objects.data.file);
+    const original = await readFile(data);
+    expect(original.length).to.be.above(32 * 1024 * 1024);
+    await backups.restore({ target, volume: 'db', id: manifest.id, to: 'db-big' });
+    expect(await fingerprint(join(stack.root, 'volumes', 'db-big'))).to.deep.equal(await fingerprint(live()));
+
+    const flipped = Buffer.from(original);
+    flipped[Math.floor(flipped.length / 2)]! ^= 0xff;
+    await writeFile(data, flipped);
+    const corrupt = await expectBerthError(backups.restore({ target, volume: 'db', id: manifest.id, to: 'db-corrupt' }), 'ERR_BACKUP_CORRUPT');
+    expect(corrupt.message).to.equal(`backup db/${manifest.id} ${manifest.objects.data.file} is corrupt: checksum mismatch`);
+    await writeFile(data, original.subarray(0, original.length - 4096));
+    const truncated = await expectBerthError(backups.restore({ target, volume: 'db', id: manifest.id, to: 'db-truncated' }), 'ERR_BACKUP_TRUNCATED');
+    expect(truncated.message).to.contain(`backup db/${manifest.id} ${manifest.objects.data.file} is truncated`);
+    await expectBerthError(backups.verify(target, 'db', manifest.id), 'ERR_BACKUP_TRUNCATED');
+    expect(await readdir(join(stack.root, 'volumes'))).to.deep.equal(['db', 'db-big']);
   });
 });

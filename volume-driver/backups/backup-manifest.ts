@@ -1,6 +1,31 @@
 import { BerthError } from '../../plugins/errors/berth-error.js';
 
-export const BACKUP_FORMAT = 'berth-backup/1';
+/**
+ * Manifest formats. The number says what a reader must understand, so an agent that knows only an
+ * older one refuses a backup (names it damaged) instead of misreading it.
+ *
+ * - `berth-backup/1`: every backup's `index` lists every file of the volume.
+ * - `berth-backup/2`, incrementals only: `index` lists only the files this backup read again (new,
+ *   or size, mtime, ctime or inode changed since its parent), a file shipped as deltas by a patch
+ *   record (the hashes of its changed blocks); every other file of its `tree` listing has its
+ *   parent's entry (chain-index.ts). The objects are otherwise those of /1.
+ *
+ * Full backups are written as /1: nothing in them changed, so older agents still restore them.
+ */
+export const BACKUP_FORMAT_FULL_INDEX = 'berth-backup/1';
+export const BACKUP_FORMAT_PARTIAL_INDEX = 'berth-backup/2';
+export type BackupFormat = typeof BACKUP_FORMAT_FULL_INDEX | typeof BACKUP_FORMAT_PARTIAL_INDEX;
+const BACKUP_FORMATS: readonly string[] = [BACKUP_FORMAT_FULL_INDEX, BACKUP_FORMAT_PARTIAL_INDEX];
+
+/** The format a new backup of this kind is written in. */
+export function formatFor(kind: BackupKind): BackupFormat {
+  return kind === 'full' ? BACKUP_FORMAT_FULL_INDEX : BACKUP_FORMAT_PARTIAL_INDEX;
+}
+
+/** Whether the backup's own index lists only what it read again (the rest is its parent's). */
+export function indexIsPartial(manifest: BackupManifest): boolean {
+  return manifest.format === BACKUP_FORMAT_PARTIAL_INDEX;
+}
 
 export type BackupKind = 'full' | 'incremental';
 
@@ -13,7 +38,7 @@ export interface BackupObject {
 }
 
 export interface BackupManifest {
-  readonly format: typeof BACKUP_FORMAT;
+  readonly format: BackupFormat;
   readonly id: string;
   readonly volume: string;
   readonly kind: BackupKind;
@@ -28,8 +53,9 @@ export interface BackupManifest {
   readonly encryption?: { readonly algorithm: 'aes-256-gcm'; readonly keyId: string };
   /**
    * `data`: a tar of the tree (full: all of it, restorable with GNU tar alone; incremental: every
-   * entry except unchanged files and files shipped as deltas); `index`: block hashes of every file;
-   * incremental only: `tree`, the complete listing of the tree, and `deltas`, changed blocks.
+   * entry except unchanged files and files shipped as deltas); `index`: block hashes of every file
+   * (berth-backup/2: of every file read again, see BACKUP_FORMAT_PARTIAL_INDEX); incremental only:
+   * `tree`, the complete listing of the tree, and `deltas`, changed blocks.
    */
   readonly objects: { readonly data: BackupObject; readonly index: BackupObject; readonly tree?: BackupObject; readonly deltas?: BackupObject };
   readonly root: { readonly mode: number; readonly uid: number; readonly gid: number };
@@ -56,7 +82,8 @@ export function parseManifest(text: string, where: string): BackupManifest {
   }
   const manifest = value as Partial<BackupManifest>;
   const problems: string[] = [];
-  if (manifest.format !== BACKUP_FORMAT) problems.push(`format ${JSON.stringify(manifest.format)} is not ${BACKUP_FORMAT}`);
+  if (!BACKUP_FORMATS.includes(manifest.format as string)) problems.push(`format ${JSON.stringify(manifest.format)} is not one of ${BACKUP_FORMATS.join(', ')}`);
+  else if (manifest.format === BACKUP_FORMAT_PARTIAL_INDEX && manifest.kind !== 'incremental') problems.push(`a ${manifest.kind} backup cannot be ${BACKUP_FORMAT_PARTIAL_INDEX}`);
   if (typeof manifest.id !== 'string' || typeof manifest.volume !== 'string') problems.push('id or volume missing');
   if (manifest.kind !== 'full' && manifest.kind !== 'incremental') problems.push('kind invalid');
   if (!Array.isArray(manifest.chain) || (manifest.kind === 'incremental' && (manifest.chain.length === 0 || typeof manifest.parent !== 'string'))) problems.push('chain invalid');

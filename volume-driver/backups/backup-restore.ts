@@ -12,16 +12,17 @@ import { mkdtemp, link, lstat, mkdir, rm, symlink, unlink, type FileHandle } fro
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { BerthError } from '../../plugins/errors/berth-error.js';
-import { BLOCK_SIZE, indexFile, parseBlockIndex } from './block-index.js';
+import { BLOCK_SIZE, indexFile, parseBlockIndex, parseIndexRecords, type BlockIndex } from './block-index.js';
+import { chainIndex, parseTreeListing } from './chain-index.js';
 import { readDeltas } from './block-delta.js';
-import type { BackupManifest, BackupObject } from './backup-manifest.js';
+import { indexIsPartial, type BackupManifest, type BackupObject } from './backup-manifest.js';
 import type { BackupTarget } from './backup-target.js';
 import type { Compression } from './codec/compression.js';
 import type { BackupKey } from './codec/encryption.js';
 import { loadObject, loadObjectBuffer, type ObjectCodec, type ObjectSource } from './object-pipeline.js';
 import { RestoredBlocks, type BlockPatch } from './restored-blocks.js';
 import { extractTree, openForPatch, removePath, safeResolve, setMetadata, symlinkTargetProblem, writeFileFrom, type ArchiveEntry } from './tree/safe-extract.js';
-import { compareTreePaths, type EntryMetadata, type TreeEntry } from './tree/tree-entry.js';
+import { compareTreePaths, type EntryMetadata } from './tree/tree-entry.js';
 import { walkTree } from './tree/walk-tree.js';
 
 const run = promisify(execFile);
@@ -43,6 +44,21 @@ export async function loadChain(target: BackupTarget, volume: string, id: string
   chain.push(last);
   if (chain[0]?.kind !== 'full') throw new BerthError('ERR_BACKUP_CORRUPT', `backup ${volume}/${id} has no full backup at the start of its chain`);
   return chain;
+}
+
+/** The block index of the chain's last backup (chain-index.ts), every object read verified. */
+export async function loadChainIndex(target: BackupTarget, chain: readonly BackupManifest[], key: BackupKey | undefined): Promise<BlockIndex> {
+  return chainIndex(chain, {
+    index: async (manifest) => {
+      const data = await loadVerifiedBuffer(target, manifest, manifest.objects.index, codecFor(manifest, key));
+      return (indexIsPartial(manifest) ? parseIndexRecords : parseBlockIndex)(data, objectName(manifest, manifest.objects.index));
+    },
+    listing: async (manifest) => {
+      const tree = manifest.objects.tree;
+      if (!tree) throw new BerthError('ERR_BACKUP_CORRUPT', `backup ${manifest.volume}/${manifest.id} is corrupt: an incremental without tree`);
+      return parseTreeListing(await loadVerifiedBuffer(target, manifest, tree, codecFor(manifest, key)), `backup ${manifest.volume}/${manifest.id}`);
+    },
+  });
 }
 
 export function codecFor(manifest: BackupManifest, key: BackupKey | undefined): ObjectCodec {
@@ -95,8 +111,7 @@ export async function restoreChain(target: BackupTarget, chain: readonly BackupM
       }
       done = base + manifest.stats.changedBytes;
     }
-    const last = chain[chain.length - 1]!;
-    await verifyRestored(target, last, codecFor(last, key), destination, blocks, progress);
+    await verifyRestored(chain[chain.length - 1]!, await loadChainIndex(target, chain, key), destination, blocks, progress);
   } finally {
     await blocks.close();
     await rm(scratch, { recursive: true, force: true });
@@ -106,7 +121,7 @@ export async function restoreChain(target: BackupTarget, chain: readonly BackupM
 async function applyIncremental(target: BackupTarget, manifest: BackupManifest, codec: ObjectCodec, destination: string, scratch: string, blocks: RestoredBlocks, onBytes: (bytes: number) => void, options: RestoreOptions): Promise<void> {
   const { tree: treeObject, deltas: deltasObject } = manifest.objects;
   if (!treeObject || !deltasObject) throw new BerthError('ERR_BACKUP_CORRUPT', `backup ${manifest.volume}/${manifest.id} is corrupt: an incremental without tree or deltas`);
-  const listing = parseListing(await loadVerifiedBuffer(target, manifest, treeObject, codec), manifest);
+  const listing = parseTreeListing(await loadVerifiedBuffer(target, manifest, treeObject, codec), `backup ${manifest.volume}/${manifest.id}`);
 
   // 1. Delete what the new tree no longer has, or has as another kind of entry.
   const doomed: string[] = [];
@@ -200,9 +215,7 @@ async function applyIncremental(target: BackupTarget, manifest: BackupManifest, 
  * Every restored file must hash to the last backup's index, block for block: with the hashes
  * taken as it was written where there are some, else read back.
  */
-async function verifyRestored(target: BackupTarget, manifest: BackupManifest, codec: ObjectCodec, destination: string, blocks: RestoredBlocks, progress: RestoreProgress): Promise<void> {
-  const where = `backup ${manifest.volume}/${manifest.id} ${manifest.objects.index.file}`;
-  const index = parseBlockIndex(await loadVerifiedBuffer(target, manifest, manifest.objects.index, codec), where);
+async function verifyRestored(manifest: BackupManifest, index: BlockIndex, destination: string, blocks: RestoredBlocks, progress: RestoreProgress): Promise<void> {
   const total = [...index.values()].reduce((sum, entry) => sum + entry.size, 0);
   let done = 0;
   let restoredFiles = 0;
@@ -221,21 +234,6 @@ async function verifyRestored(target: BackupTarget, manifest: BackupManifest, co
     progress('verify', done, total);
   }
   if (restoredFiles !== index.size) throw new BerthError('ERR_BACKUP_CORRUPT', `restore of backup ${manifest.volume}/${manifest.id} produced ${restoredFiles} files, its index lists ${index.size}`);
-}
-
-function parseListing(data: Buffer, manifest: BackupManifest): Map<string, TreeEntry> {
-  const listing = new Map<string, TreeEntry>();
-  for (const line of data.toString('utf8').split('\n')) {
-    if (line === '') continue;
-    let entry: TreeEntry;
-    try {
-      entry = JSON.parse(line) as TreeEntry;
-    } catch {
-      throw new BerthError('ERR_BACKUP_CORRUPT', `backup ${manifest.volume}/${manifest.id} is corrupt: unreadable tree listing`);
-    }
-    listing.set(entry.path, entry);
-  }
-  return listing;
 }
 
 function isFileLike(type: string): boolean {

@@ -4,10 +4,10 @@ import type { Logger } from '../../plugins/logging/logger.js';
 import { KeyedMutex } from '../../plugins/util/keyed-mutex.js';
 import type { SnapshotService } from '../snapshots/snapshot-service.js';
 import { validateVolumeName } from '../volume-name.js';
-import { parseBlockIndex, type BlockIndex } from './block-index.js';
-import { BACKUP_FORMAT, newBackupId, type BackupManifest } from './backup-manifest.js';
+import type { BlockIndex } from './block-index.js';
+import { formatFor, newBackupId, type BackupManifest } from './backup-manifest.js';
 import type { BackupTarget, ListedBackup } from './backup-target.js';
-import { codecFor, loadChain, restoreChain } from './backup-restore.js';
+import { codecFor, loadChain, loadChainIndex, restoreChain } from './backup-restore.js';
 import { verifyBackup, type VerifyReport } from './backup-verify.js';
 import { DirectoryBackupTarget } from './directory-backup-target.js';
 import type { VolumeService } from '../volume-service.js';
@@ -15,7 +15,7 @@ import { basename, dirname } from 'node:path';
 import { writeBackup } from './backup-writer.js';
 import { COMPRESSIONS, type Compression } from './codec/compression.js';
 import { loadBackupKey, type BackupKey } from './codec/encryption.js';
-import { loadObjectBuffer, type ObjectCodec } from './object-pipeline.js';
+import type { ObjectCodec } from './object-pipeline.js';
 import { keepSet } from './retention.js';
 
 export interface CreateBackupRequest {
@@ -93,11 +93,12 @@ export class BackupService {
             warnings.push(`${written.escapingSymlinks.length} symlink(s) point outside the volume (e.g. ${written.escapingSymlinks[0]}); restoring this backup needs --allow-escaping-symlinks`);
           }
           const storedBytes = Object.values(written.objects).reduce((sum, object) => sum + (object?.bytes ?? 0), 0);
+          const kind = parent ? 'incremental' : 'full';
           manifest = {
-            format: BACKUP_FORMAT,
+            format: formatFor(kind),
             id,
             volume,
-            kind: parent ? 'incremental' : 'full',
+            kind,
             ...(parent ? { parent: parent.manifest.id } : {}),
             chain: parent ? [...parent.manifest.chain, parent.manifest.id] : [],
             createdAt: new Date(started).toISOString(),
@@ -142,6 +143,8 @@ export class BackupService {
       verified.push(await verifyBackup(target, manifest, key, (bytes) => onProgress?.('verify', base + bytes, total)));
       done = base + manifest.stats.changedBytes;
     }
+    // The indexes fit together: every file of the last backup has its block hashes somewhere in the chain.
+    await loadChainIndex(target, chain, key);
     this.deps.log.info({ volume, id, chain: chain.map((manifest) => manifest.id) }, 'backup verified');
     return { verified };
   }
@@ -207,10 +210,8 @@ export class BackupService {
       if ((manifest.encryption?.keyId ?? null) !== (key?.id ?? null)) continue;
       if (manifest.chain.length + 1 >= (this.deps.maxChainLength ?? DEFAULT_MAX_CHAIN)) return undefined;
       try {
-        const codec: ObjectCodec = key ? { compression: manifest.compression as Compression, key } : { compression: manifest.compression as Compression };
-        const where = `backup ${volume}/${manifest.id} ${manifest.objects.index.file}`;
-        const data = await loadObjectBuffer(target.openObject(volume, manifest.id, manifest.objects.index.file), manifest.objects.index, where, codec);
-        return { manifest, index: parseBlockIndex(data, where) };
+        const chain = await loadChain(target, volume, manifest.id);
+        return { manifest, index: await loadChainIndex(target, chain, key) };
       } catch (error) {
         this.deps.log.warn({ volume, parent: manifest.id, err: errorMessage(error) }, 'newest backup cannot serve as a parent; taking a full backup');
         return undefined;

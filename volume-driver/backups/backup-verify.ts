@@ -2,13 +2,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BerthError } from '../../plugins/errors/berth-error.js';
-import { parseBlockIndex } from './block-index.js';
+import { parseBlockIndex, parseIndexRecords } from './block-index.js';
 import { readDeltas } from './block-delta.js';
-import type { BackupManifest } from './backup-manifest.js';
+import { indexIsPartial, type BackupManifest } from './backup-manifest.js';
 import type { BackupTarget } from './backup-target.js';
 import type { BackupKey } from './codec/encryption.js';
-import { codecFor, openVerified } from './backup-restore.js';
-import { loadObjectBuffer } from './object-pipeline.js';
+import { codecFor, loadVerifiedBuffer, openVerified } from './backup-restore.js';
+import { parseTreeListing } from './chain-index.js';
 import { extractTree } from './tree/safe-extract.js';
 
 export interface VerifyReport {
@@ -21,8 +21,9 @@ export interface VerifyReport {
 /**
  * Reads every object of the backup back in full: stored bytes against the manifest checksums,
  * decryption (authenticated), decompression, and the structure inside (tar entries and their
- * paths, block index, tree listing, deltas). Writes nothing. Throws the first problem, naming
- * the backup and object.
+ * paths, block index, tree listing and that the index lists only files of it, deltas). Writes
+ * nothing. Throws the first problem, naming the backup and object. Whether the indexes of a chain
+ * fit together is for loadChainIndex.
  */
 export async function verifyBackup(target: BackupTarget, manifest: BackupManifest, key: BackupKey | undefined, onBytes: (bytes: number) => void = () => undefined): Promise<VerifyReport> {
   const codec = codecFor(manifest, key);
@@ -38,18 +39,12 @@ export async function verifyBackup(target: BackupTarget, manifest: BackupManifes
         }
       },
     });
-    const index = manifest.objects.index;
-    parseBlockIndex(await loadObjectBuffer(target.openObject(manifest.volume, manifest.id, index.file), index, where(index.file), codec), where(index.file));
+    const index = (indexIsPartial(manifest) ? parseIndexRecords : parseBlockIndex)(await loadVerifiedBuffer(target, manifest, manifest.objects.index, codec), where(manifest.objects.index.file));
     const { tree, deltas } = manifest.objects;
     if (tree) {
-      const listing = await loadObjectBuffer(target.openObject(manifest.volume, manifest.id, tree.file), tree, where(tree.file), codec);
-      for (const line of listing.toString('utf8').split('\n')) {
-        if (line === '') continue;
-        try {
-          JSON.parse(line);
-        } catch {
-          throw new BerthError('ERR_BACKUP_CORRUPT', `${where(tree.file)} is corrupt: unreadable tree listing`);
-        }
+      const listing = parseTreeListing(await loadVerifiedBuffer(target, manifest, tree, codec), where(tree.file));
+      for (const path of index.keys()) {
+        if (listing.get(path)?.type !== 'file') throw new BerthError('ERR_BACKUP_CORRUPT', `${where(manifest.objects.index.file)} is corrupt: it lists ${path}, which the tree listing has as no file`);
       }
     }
     if (deltas) {

@@ -9,12 +9,15 @@
  * its changed 4 KiB blocks go to `deltas`, otherwise the whole file goes to `data`. `data` also
  * carries every directory, symlink, hard link and fifo (cheap, and it makes the applier simple);
  * `tree` lists the complete tree so a restore can delete what disappeared and fix metadata.
+ * `index` holds records of the files read again only (format berth-backup/2): a new or wholly
+ * shipped file's hashes, a changed file's changed blocks' hashes; the rest are their parent's, so
+ * an unchanged re-run stores next to nothing.
  */
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { BerthError } from '../../plugins/errors/berth-error.js';
-import { BLOCK_SIZE, blockCount, HASH_BYTES, hashChunkInto, indexFile, serializeBlockIndex, unchangedSince, type BlockIndex, type FileIndexEntry } from './block-index.js';
+import { BLOCK_SIZE, blockCount, HASH_BYTES, hashChunkInto, indexFile, PATCH_BYTES, patchOf, serializeBlockIndex, unchangedSince, type BlockIndex, type FileIndexEntry, type IndexRecord } from './block-index.js';
 import { encodeDeltaBlock, encodeDeltaHeader, type DeltaHeader } from './block-delta.js';
 import type { BackupObject } from './backup-manifest.js';
 import type { PendingBackup } from './backup-target.js';
@@ -66,7 +69,8 @@ async function writeFull(input: WriteInput, root: RootMetadata, entries: TreeEnt
 }
 
 async function writeIncremental(input: WriteInput, parent: BlockIndex, root: RootMetadata, entries: TreeEntry[], logicalBytes: number): Promise<Omit<WriteOutput, 'escapingSymlinks'>> {
-  const finalIndex = new Map<string, FileIndexEntry>();
+  /** Index records of the files read again (new or changed). */
+  const readAgain = new Map<string, IndexRecord>();
   const deltas: Array<{ header: DeltaHeader; blocks: Array<{ index: number; length: number }> }> = [];
   const wholeFiles: TreeEntry[] = [];
   let examined = 0;
@@ -75,17 +79,18 @@ async function writeIncremental(input: WriteInput, parent: BlockIndex, root: Roo
     const stat = fileStat(entry);
     const previous = parent.get(entry.path);
     if (previous && unchangedSince(previous, stat)) {
-      finalIndex.set(entry.path, previous);
+      // Its entry stays the parent's.
     } else if (previous && previous.size > 0 && entry.size > 0) {
       const changed: Array<{ index: number; length: number }> = [];
       const { entry: indexed } = await indexFile(join(input.snapshotPath, entry.path), entry.path, stat, (index, length) => changed.push({ index, length }), previous);
-      finalIndex.set(entry.path, indexed);
       const changedBytes = changed.reduce((sum, block) => sum + block.length, 0);
       if (changedBytes <= entry.size * DELTA_MAX_SHARE || changed.length === 0) {
         deltas.push({ header: { path: entry.path, size: entry.size, baseSize: previous.size, blocks: changed.length }, blocks: changed });
       } else {
         wholeFiles.push(entry);
       }
+      // The changed blocks' hashes when that is smaller than the whole list (untouched files: none).
+      readAgain.set(entry.path, changed.length * PATCH_BYTES < indexed.hashes.length ? patchOf(indexed, changed.map((block) => block.index)) : indexed);
     } else {
       wholeFiles.push(entry);
     }
@@ -94,7 +99,7 @@ async function writeIncremental(input: WriteInput, parent: BlockIndex, root: Roo
   }
 
   const wholeIndex = newIndexFor(wholeFiles);
-  for (const [path, entry] of wholeIndex) finalIndex.set(path, entry);
+  for (const [path, entry] of wholeIndex) readAgain.set(path, entry);
   const shipped = new Set(wholeFiles.map((entry) => entry.path));
   const packed = entries.filter((entry) => entry.type !== 'file' || shipped.has(entry.path));
   const wholeBytes = wholeFiles.reduce((sum, entry) => sum + entry.size, 0);
@@ -103,8 +108,9 @@ async function writeIncremental(input: WriteInput, parent: BlockIndex, root: Roo
   const tree = await storeObject(bufferSource([Buffer.from(entries.map((entry) => `${JSON.stringify(withoutInode(entry))}\n`).join(''), 'utf8')]), input.pending.createObject(objectFileName('tree.ndjson', input.codec)), objectFileName('tree.ndjson', input.codec), input.codec);
   const data = await storeTree(input, root, packed, wholeIndex, logicalBytes, logicalBytes / 2, wholeBytes + deltaBytes);
   const deltasObject = await storeObject(Readable.from(deltaStream(input.snapshotPath, deltas)), input.pending.createObject(objectFileName('deltas.bin', input.codec)), objectFileName('deltas.bin', input.codec), input.codec);
-  const indexObject = await storeIndex(input, entries.filter((entry) => entry.type === 'file').map((entry) => finalIndex.get(entry.path)!));
-  return { objects: { data, index: indexObject, tree, deltas: deltasObject }, root, files: finalIndex.size, logicalBytes, changedBytes: wholeBytes + deltaBytes };
+  const indexObject = await storeIndex(input, entries.flatMap((entry) => readAgain.get(entry.path) ?? []));
+  const files = entries.filter((entry) => entry.type === 'file').length;
+  return { objects: { data, index: indexObject, tree, deltas: deltasObject }, root, files, logicalBytes, changedBytes: wholeBytes + deltaBytes };
 }
 
 /** Archives `entries` as a tar, filling `index` with the block hashes of the files it reads. */
@@ -122,7 +128,7 @@ async function storeTree(input: WriteInput, root: RootMetadata, entries: readonl
   return storeObject(tar, input.pending.createObject(file), file, input.codec);
 }
 
-async function storeIndex(input: WriteInput, entries: Iterable<FileIndexEntry>): Promise<BackupObject> {
+async function storeIndex(input: WriteInput, entries: Iterable<IndexRecord>): Promise<BackupObject> {
   const file = objectFileName('index.bin', input.codec);
   return storeObject(bufferSource(serializeBlockIndex(entries)), input.pending.createObject(file), file, input.codec);
 }

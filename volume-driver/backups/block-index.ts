@@ -109,21 +109,67 @@ export function hashChunkInto(hashes: Buffer, chunk: Buffer, offset: number): vo
   }
 }
 
-export function serializeBlockIndex(index: Iterable<FileIndexEntry>): Buffer[] {
+/**
+ * An index record that holds only what changed against the same file in the parent backup's
+ * index (berth-backup/2 incrementals): the hashes of the listed blocks; every other block keeps
+ * the parent's hash. The listed blocks include every block the parent's list cannot supply (past
+ * its end, or a last block whose length changed). See chain-index.ts for applying it.
+ */
+export interface PatchEntry extends FileStat {
+  readonly path: string;
+  /** PATCH_BYTES per patched block, ascending: the block's number (u32) and its hash. */
+  readonly patched: Buffer;
+}
+
+export const PATCH_BYTES = 4 + HASH_BYTES;
+
+export type IndexRecord = FileIndexEntry | PatchEntry;
+
+export function isPatch(record: IndexRecord): record is PatchEntry {
+  return 'patched' in record;
+}
+
+/** A patch record for `entry` listing the given blocks (ascending) with their hashes from `entry`. */
+export function patchOf(entry: FileIndexEntry, blocks: readonly number[]): PatchEntry {
+  const patched = Buffer.allocUnsafe(blocks.length * PATCH_BYTES);
+  blocks.forEach((index, position) => {
+    patched.writeUInt32BE(index, position * PATCH_BYTES);
+    entry.hashes.copy(patched, position * PATCH_BYTES + 4, index * HASH_BYTES, (index + 1) * HASH_BYTES);
+  });
+  return { path: entry.path, size: entry.size, mtimeMs: entry.mtimeMs, ctimeMs: entry.ctimeMs, ino: entry.ino, patched };
+}
+
+/**
+ * Serialized form: per record [u32 header length][header JSON][u32 hash bytes length][hashes]; a
+ * patch record's header says `"patch":true` and its hash bytes are its `patched` list.
+ */
+export function serializeBlockIndex(index: Iterable<IndexRecord>): Buffer[] {
   const parts: Buffer[] = [];
   for (const entry of index) {
-    const header = Buffer.from(JSON.stringify({ path: entry.path, size: entry.size, mtimeMs: entry.mtimeMs, ctimeMs: entry.ctimeMs, ino: entry.ino }), 'utf8');
+    const patch = isPatch(entry);
+    const header = Buffer.from(JSON.stringify({ path: entry.path, size: entry.size, mtimeMs: entry.mtimeMs, ctimeMs: entry.ctimeMs, ino: entry.ino, ...(patch ? { patch: true } : {}) }), 'utf8');
     const lengths = Buffer.allocUnsafe(4);
     lengths.writeUInt32BE(header.length);
+    const hashes = patch ? entry.patched : entry.hashes;
     const hashLength = Buffer.allocUnsafe(4);
-    hashLength.writeUInt32BE(entry.hashes.length);
-    parts.push(lengths, header, hashLength, entry.hashes);
+    hashLength.writeUInt32BE(hashes.length);
+    parts.push(lengths, header, hashLength, hashes);
   }
   return parts;
 }
 
+/** A complete index: every record lists all of its file's hashes. */
 export function parseBlockIndex(data: Buffer, objectName: string): BlockIndex {
-  const index: BlockIndex = new Map();
+  return parseRecords(data, objectName, false) as BlockIndex;
+}
+
+/** An incremental's own index (berth-backup/2): patch records allowed. */
+export function parseIndexRecords(data: Buffer, objectName: string): Map<string, IndexRecord> {
+  return parseRecords(data, objectName, true);
+}
+
+function parseRecords(data: Buffer, objectName: string, patches: boolean): Map<string, IndexRecord> {
+  const index = new Map<string, IndexRecord>();
   let offset = 0;
   const corrupt = (why: string) => new BerthError('ERR_BACKUP_CORRUPT', `${objectName} is corrupt: ${why} at byte ${offset}`);
   while (offset < data.length) {
@@ -131,7 +177,7 @@ export function parseBlockIndex(data: Buffer, objectName: string): BlockIndex {
     const headerLength = data.readUInt32BE(offset);
     offset += 4;
     if (offset + headerLength + 4 > data.length) throw corrupt('truncated record');
-    let header: { path?: unknown; size?: unknown; mtimeMs?: unknown; ctimeMs?: unknown; ino?: unknown };
+    let header: { path?: unknown; size?: unknown; mtimeMs?: unknown; ctimeMs?: unknown; ino?: unknown; patch?: unknown };
     try {
       header = JSON.parse(data.subarray(offset, offset + headerLength).toString('utf8')) as typeof header;
     } catch {
@@ -140,10 +186,23 @@ export function parseBlockIndex(data: Buffer, objectName: string): BlockIndex {
     offset += headerLength;
     const hashLength = data.readUInt32BE(offset);
     offset += 4;
-    const { path, size, mtimeMs, ctimeMs, ino } = header;
+    const { path, size, mtimeMs, ctimeMs, ino, patch } = header;
     if (typeof path !== 'string' || typeof size !== 'number' || typeof mtimeMs !== 'number' || typeof ctimeMs !== 'number' || typeof ino !== 'number') throw corrupt('invalid record');
-    if (hashLength !== blockCount(size) * HASH_BYTES || offset + hashLength > data.length) throw corrupt(`hash list of ${path} does not match its size`);
-    index.set(path, { path, size, mtimeMs, ctimeMs, ino, hashes: Buffer.from(data.subarray(offset, offset + hashLength)) });
+    if (patch !== undefined && (patch !== true || !patches)) throw corrupt(`record of ${path} is a patch, which this index may not hold`);
+    if (offset + hashLength > data.length) throw corrupt(`hash list of ${path} is truncated`);
+    const hashes = Buffer.from(data.subarray(offset, offset + hashLength));
+    if (patch === true) {
+      if (hashLength % PATCH_BYTES !== 0) throw corrupt(`patch of ${path} is not whole blocks`);
+      for (let at = 0, previous = -1; at < hashLength; at += PATCH_BYTES) {
+        const block = hashes.readUInt32BE(at);
+        if (block <= previous || block >= blockCount(size)) throw corrupt(`patch of ${path} lists block ${block} out of order or past its end`);
+        previous = block;
+      }
+      index.set(path, { path, size, mtimeMs, ctimeMs, ino, patched: hashes });
+    } else {
+      if (hashLength !== blockCount(size) * HASH_BYTES) throw corrupt(`hash list of ${path} does not match its size`);
+      index.set(path, { path, size, mtimeMs, ctimeMs, ino, hashes });
+    }
     offset += hashLength;
   }
   return index;
