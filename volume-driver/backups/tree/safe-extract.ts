@@ -447,21 +447,26 @@ async function createFile(content: AsyncIterable<Buffer | Uint8Array> | Iterable
   let written = 0;
   let tap: ContentTap | undefined;
   // Archive chunks are small (64 KiB pipe reads): gather them into ~1 MiB batches written with
-  // one writev each, and keep one batch in flight while the next one is gathered.
+  // one positional writev each, and keep WRITES_IN_FLIGHT of them going while the next one is
+  // gathered, so the thread pool always has the next write at hand.
   let batch: Buffer[] = [];
   let batchBytes = 0;
-  let inFlight: Promise<void> = Promise.resolve();
+  let position = 0;
+  const inFlight: Array<Promise<void>> = [];
   const flush = async (): Promise<void> => {
     const buffers = batch;
     const bytes = batchBytes;
+    const at = position;
     batch = [];
     batchBytes = 0;
-    await inFlight;
-    inFlight = storage(options.display, () => writeAll(handle, buffers, bytes)).then(() => {
+    position += bytes;
+    if (inFlight.length >= WRITES_IN_FLIGHT) await inFlight.shift();
+    const writing = storage(options.display, () => writeAll(handle, buffers, bytes, at)).then(() => {
       written += bytes;
       options.onBytes?.(written);
     });
-    inFlight.catch(() => undefined); // awaited below; keeps an early failure from going unhandled
+    writing.catch(() => undefined); // awaited below; keeps an early failure from going unhandled
+    inFlight.push(writing);
   };
   try {
     if (options.tapContent) {
@@ -480,7 +485,7 @@ async function createFile(content: AsyncIterable<Buffer | Uint8Array> | Iterable
       if (batchBytes >= WRITE_BATCH_BYTES) await flush();
     }
     if (batchBytes > 0) await flush();
-    await inFlight;
+    await Promise.all(inFlight);
     if (options.expectedSize !== undefined && written !== options.expectedSize) throw new BerthError('ERR_BACKUP_CORRUPT', `content of ${options.display} is ${written} bytes, not ${options.expectedSize}`);
     await storage(options.display, () => applyMetadata(handle, metadata, options.owners));
     await storage(options.display, () => handle.close());
@@ -488,6 +493,7 @@ async function createFile(content: AsyncIterable<Buffer | Uint8Array> | Iterable
     return written;
   } catch (error) {
     tap?.abort();
+    await Promise.allSettled(inFlight);
     await handle.close().catch(() => undefined);
     await unlink(absolute).catch(() => undefined);
     throw error;
@@ -495,12 +501,13 @@ async function createFile(content: AsyncIterable<Buffer | Uint8Array> | Iterable
 }
 
 const WRITE_BATCH_BYTES = 1024 * 1024;
+const WRITES_IN_FLIGHT = 2;
 
-async function writeAll(handle: FileHandle, buffers: Buffer[], bytes: number): Promise<void> {
+async function writeAll(handle: FileHandle, buffers: Buffer[], bytes: number, position: number): Promise<void> {
   let pending = buffers;
-  for (let remaining = bytes; remaining > 0; ) {
-    const { bytesWritten } = await handle.writev(pending);
-    remaining -= bytesWritten;
+  for (let done = 0; done < bytes; ) {
+    const { bytesWritten } = await handle.writev(pending, position + done);
+    done += bytesWritten;
     pending = dropBytes(pending, bytesWritten);
   }
 }
