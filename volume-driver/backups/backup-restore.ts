@@ -113,7 +113,6 @@ export async function restoreChain(target: BackupTarget, chain: readonly BackupM
     }
     await verifyRestored(chain[chain.length - 1]!, await loadChainIndex(target, chain, key), destination, blocks, progress);
   } finally {
-    await blocks.close();
     await rm(scratch, { recursive: true, force: true });
   }
 }
@@ -226,7 +225,7 @@ async function verifyRestored(manifest: BackupManifest, index: BlockIndex, desti
     if (!expected) throw new BerthError('ERR_BACKUP_CORRUPT', `restore of backup ${manifest.volume}/${manifest.id} produced ${entry.path}, which its index does not list`);
     const absolute = join(destination, entry.path);
     const { dev, ino } = await lstat(absolute, { bigint: true });
-    const hashes = (await blocks.hashesOf(dev, ino, entry.size)) ?? (await indexFile(absolute, entry.path, { size: entry.size, mtimeMs: entry.mtimeMs, ctimeMs: entry.ctimeMs ?? 0, ino: entry.ino ?? 0 })).entry.hashes;
+    const hashes = blocks.hashesOf(dev, ino, entry.size) ?? (await indexFile(absolute, entry.path, { size: entry.size, mtimeMs: entry.mtimeMs, ctimeMs: entry.ctimeMs ?? 0, ino: entry.ino ?? 0 })).entry.hashes;
     if (entry.size !== expected.size || !hashes.equals(expected.hashes)) {
       throw new BerthError('ERR_BACKUP_CORRUPT', `restored ${entry.path} does not match backup ${manifest.volume}/${manifest.id}`);
     }

@@ -1,63 +1,42 @@
 /**
- * Block hashes of the files a restore writes, taken from the bytes on their way to disk and
- * hashed on a worker thread, so that checking a restore against the backup's block index needs
- * no second read of everything restored. Files are known by inode (dev, ino): hard links share
- * their content, a replaced file is a new inode, a file patched in place keeps its own. Whatever
- * was not seen whole (a file written some other way, a patch of an unknown file) has no hashes
- * here, and the verification reads that file back instead.
+ * Block hashes of the files a restore writes, taken from the bytes on their way to disk, so that
+ * checking a restore against the backup's block index needs no second read of everything
+ * restored. Files are known by inode (dev, ino): hard links share their content, a replaced file
+ * is a new inode, a file patched in place keeps its own. Whatever was not seen whole (a file
+ * written some other way, a patch of an unknown file) has no hashes here, and the verification
+ * reads that file back instead.
+ *
+ * The hashing runs on the thread that writes, from the written chunks themselves: handing the
+ * bytes to a worker thread costs a copy and messages, and measured slower on two cores, which
+ * decompression, writing and the object checksum keep busy anyway.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { BLOCK_SIZE, blockCount, HASH_BYTES, hashBlockInto, hashChunkInto } from './block-index.js';
-import { HashThread } from './codec/hash-thread.js';
+import { BLOCK_SIZE, blockCount, HASH_BYTES, hashBlockInto } from './block-index.js';
 import type { ContentTap, TapContent } from './tree/safe-extract.js';
-
-/** Bytes handed to the thread at a time; a multiple of BLOCK_SIZE, so slots hold whole blocks. */
-const SLOT_BYTES = 1024 * 1024;
-const SLOT_HASH_BYTES = (SLOT_BYTES / BLOCK_SIZE) * HASH_BYTES;
-/** Slots being filled or hashed at once: how far writing may run ahead of the thread. */
-const SLOTS = 16;
 
 interface Seen {
   readonly size: number;
-  /** Block hashes in order, one piece per slot. */
-  readonly pieces: ReadonlyArray<Promise<Buffer>>;
+  readonly hashes: Buffer;
 }
 
-/** Where a tap gathers bytes: a shared slot the thread hashes, or its own buffer it hashes itself. */
-type Gathering = { readonly slot: number; readonly buffer: Buffer } | { readonly slot: undefined; readonly buffer: Buffer };
-
 export class RestoredBlocks {
-  readonly #thread = new HashThread();
-  readonly #memory = new SharedArrayBuffer(SLOTS * SLOT_BYTES);
-  readonly #hashMemory = new SharedArrayBuffer(SLOTS * SLOT_HASH_BYTES);
-  readonly #view = Buffer.from(this.#memory);
-  readonly #hashView = Buffer.from(this.#hashMemory);
-  readonly #free: number[] = Array.from({ length: SLOTS }, (_, slot) => slot);
   /** Complete content seen, by inode. */
   readonly #files = new Map<string, Seen>();
 
   /** For extractTree and writeFileFrom: sees each created file's content. */
   readonly tapContent: TapContent = ({ dev, ino }) => this.#tap(inodeKey(dev, ino));
 
-  /**
-   * The block hashes of this inode's content as restored, when it was seen whole and is `size`
-   * bytes long; undefined otherwise (also when hashing failed: the caller reads the file instead).
-   */
-  async hashesOf(dev: bigint, ino: bigint, size: number): Promise<Buffer | undefined> {
+  /** The block hashes of this inode's content as restored, when it was seen whole and is `size` bytes long. */
+  hashesOf(dev: bigint, ino: bigint, size: number): Buffer | undefined {
     const seen = this.#files.get(inodeKey(dev, ino));
-    if (!seen || seen.size !== size) return undefined;
-    try {
-      return seen.pieces.length === 1 ? await seen.pieces[0]! : Buffer.concat(await Promise.all(seen.pieces));
-    } catch {
-      return undefined;
-    }
+    return seen?.size === size ? seen.hashes : undefined;
   }
 
-  /** Starts patching the open file in place (see BlockPatch); waits for its hashes so far. */
+  /** Starts patching the open file in place (see BlockPatch). */
   async patch(handle: FileHandle): Promise<BlockPatch> {
     const { dev, ino, size } = await handle.stat({ bigint: true });
     const key = inodeKey(dev, ino);
-    const hashes = await this.hashesOf(dev, ino, Number(size));
+    const hashes = this.hashesOf(dev, ino, Number(size));
     // Until the patch is finished the content is neither the old one nor the new one.
     this.#files.delete(key);
     return new BlockPatch(Number(size), hashes, (seen) => {
@@ -65,74 +44,44 @@ export class RestoredBlocks {
     });
   }
 
-  /** Stops the hashing thread; hashes not yet computed are lost. */
-  async close(): Promise<void> {
-    await this.#thread.close();
-  }
-
-  /**
-   * Gathers a file's bytes into 1 MiB pieces, each hashed on the thread, or here when every slot
-   * is taken (the thread is behind: hashing beats waiting, both cores work).
-   */
+  /** Hashes a file's blocks straight from the written chunks; a block split between chunks is gathered first. */
   #tap(key: string): ContentTap {
     // A new file: whatever this inode number held before is gone.
     this.#files.delete(key);
-    const pieces: Array<Promise<Buffer>> = [];
-    let own: Buffer | undefined;
-    let gathering: Gathering | undefined;
-    let filled = 0;
+    let hashes = Buffer.allocUnsafe(64 * HASH_BYTES);
+    const split = Buffer.allocUnsafe(BLOCK_SIZE);
+    let gathered = 0;
+    let blocks = 0;
     let size = 0;
-    const hashGathered = (): void => {
-      const { slot, buffer } = gathering!;
-      const length = filled;
-      gathering = undefined;
-      filled = 0;
-      if (slot === undefined) {
-        const hashes = Buffer.allocUnsafe(blockCount(length) * HASH_BYTES);
-        hashChunkInto(hashes, buffer.subarray(0, length), 0);
-        pieces.push(Promise.resolve(hashes));
-        return;
+    const hash = (block: Buffer): void => {
+      if ((blocks + 1) * HASH_BYTES > hashes.length) {
+        const larger = Buffer.allocUnsafe(hashes.length * 2);
+        hashes.copy(larger, 0, 0, blocks * HASH_BYTES);
+        hashes = larger;
       }
-      const piece = this.#thread.hashBlocks(this.#memory, slot * SLOT_BYTES, length, this.#hashMemory, slot * SLOT_HASH_BYTES).then(
-        () => {
-          const hashes = Buffer.from(this.#hashView.subarray(slot * SLOT_HASH_BYTES, slot * SLOT_HASH_BYTES + blockCount(length) * HASH_BYTES));
-          this.#free.push(slot);
-          return hashes;
-        },
-        (error: unknown) => {
-          this.#free.push(slot);
-          throw error;
-        },
-      );
-      piece.catch(() => undefined); // awaited by hashesOf
-      pieces.push(piece);
-    };
-    const gather = (): Gathering => {
-      const slot = this.#free.pop();
-      if (slot !== undefined) return { slot, buffer: this.#view.subarray(slot * SLOT_BYTES, (slot + 1) * SLOT_BYTES) };
-      own ??= Buffer.allocUnsafe(SLOT_BYTES);
-      return { slot: undefined, buffer: own };
+      hashBlockInto(block, hashes, blocks++ * HASH_BYTES);
     };
     return {
       write: (chunk) => {
         size += chunk.length;
-        for (let offset = 0; offset < chunk.length; ) {
-          gathering ??= gather();
-          const count = Math.min(SLOT_BYTES - filled, chunk.length - offset);
-          chunk.copy(gathering.buffer, filled, offset, offset + count);
-          filled += count;
-          offset += count;
-          if (filled === SLOT_BYTES) hashGathered();
+        let offset = 0;
+        if (gathered > 0) {
+          offset = Math.min(BLOCK_SIZE - gathered, chunk.length);
+          chunk.copy(split, gathered, 0, offset);
+          gathered += offset;
+          if (gathered === BLOCK_SIZE) {
+            hash(split);
+            gathered = 0;
+          }
         }
+        for (; chunk.length - offset >= BLOCK_SIZE; offset += BLOCK_SIZE) hash(chunk.subarray(offset, offset + BLOCK_SIZE));
+        if (offset < chunk.length) gathered = chunk.copy(split, 0, offset);
       },
       end: () => {
-        if (gathering) hashGathered();
-        this.#files.set(key, { size, pieces });
+        if (gathered > 0) hash(split.subarray(0, gathered));
+        this.#files.set(key, { size, hashes: hashes.subarray(0, blocks * HASH_BYTES) });
       },
-      abort: () => {
-        if (gathering?.slot !== undefined) this.#free.push(gathering.slot);
-        gathering = undefined;
-      },
+      abort: () => undefined,
     };
   }
 }
@@ -205,7 +154,7 @@ export class BlockPatch {
       }
       hashBlockInto(block.subarray(0, length), hashes, index * HASH_BYTES);
     }
-    this.done({ size: this.#size, pieces: [Promise.resolve(hashes)] });
+    this.done({ size: this.#size, hashes });
   }
 }
 

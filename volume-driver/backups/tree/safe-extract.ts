@@ -42,8 +42,8 @@ export type EntryAction = 'extract' | 'skip' | ((content: AsyncIterable<Buffer>)
 
 /** Sees one created file's content, in order, as it is written (e.g. to hash it instead of reading the file back). */
 export interface ContentTap {
-  /** The next bytes, before they are written; a returned promise holds the file back until it settles. Must not keep `chunk`. */
-  write(chunk: Buffer): void | Promise<void>;
+  /** The next bytes, before they are written. Must not keep `chunk`. */
+  write(chunk: Buffer): void;
   /** All of the content was written. */
   end(): void;
   /** The file was not completed; it is removed. */
@@ -478,8 +478,7 @@ async function createFile(content: AsyncIterable<Buffer | Uint8Array> | Iterable
       const chunk = piece instanceof Buffer ? piece : Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
       received += chunk.length;
       if (options.expectedSize !== undefined && received > options.expectedSize) throw new BerthError('ERR_BACKUP_CORRUPT', `content of ${options.display} is longer than its ${options.expectedSize} bytes`);
-      const tapped = tap?.write(chunk);
-      if (tapped) await tapped;
+      tap?.write(chunk);
       batch.push(chunk);
       batchBytes += chunk.length;
       if (batchBytes >= WRITE_BATCH_BYTES) await flush();
