@@ -99,6 +99,9 @@ export async function restoreChain(target: BackupTarget, chain: readonly BackupM
   let done = 0;
   const scratch = await mkdtemp(join(dirname(destination), '.berth-extract-'));
   const blocks = new RestoredBlocks();
+  // What the restore is checked against loads meanwhile (small objects, with zstd processes of their own).
+  const index = loadChainIndex(target, chain, key);
+  index.catch(() => undefined); // awaited below
   try {
     for (const [position, manifest] of chain.entries()) {
       const codec = codecFor(manifest, key);
@@ -111,7 +114,7 @@ export async function restoreChain(target: BackupTarget, chain: readonly BackupM
       }
       done = base + manifest.stats.changedBytes;
     }
-    await verifyRestored(chain[chain.length - 1]!, await loadChainIndex(target, chain, key), destination, blocks, progress);
+    await verifyRestored(chain[chain.length - 1]!, await index, destination, blocks, progress);
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }
