@@ -40,19 +40,16 @@ interface Sample {
   phases: string;
 }
 
+function stringOptions<const N extends string>(names: readonly N[]): Record<N, { type: 'string' }> {
+  return Object.fromEntries(names.map((name) => [name, { type: 'string' }])) as Record<N, { type: 'string' }>;
+}
+
 async function main(): Promise<number> {
   if (needsOwnMountNamespace()) return inOwnMountNamespace();
   const { values } = parseArgs({
     options: {
-      rounds: { type: 'string' },
-      tools: { type: 'string' },
+      ...stringOptions(['rounds', 'tools', 'db-mib', 'sql-mib', 'pages', 'append-mib', 'seed', 'work-dir']),
       'berth-worker': { type: 'string', multiple: true },
-      'db-mib': { type: 'string' },
-      'sql-mib': { type: 'string' },
-      pages: { type: 'string' },
-      'append-mib': { type: 'string' },
-      seed: { type: 'string' },
-      'work-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });

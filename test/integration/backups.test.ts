@@ -49,23 +49,11 @@ async function forgeObject(backupDir: string, name: 'data' | 'index' | 'tree' | 
   await writeFile(`${manifestPath}.sha256`, `${createHash('sha256').update(text).digest('hex')}  manifest.json\n`);
 }
 
-/** zstd of `data`, as the zstd CLI writes it. */
-async function zstd(data: Buffer): Promise<Buffer> {
-  const { compressStream } = await import('../../volume-driver/backups/codec/compression.js');
+/** `data` through the zstd CLI, compressing or decompressing. */
+async function zstd(direction: 'compress' | 'decompress', data: Buffer): Promise<Buffer> {
+  const { compressStream, decompressStream } = await import('../../volume-driver/backups/codec/compression.js');
+  const stream = (direction === 'compress' ? compressStream : decompressStream)('zstd');
   const parts: Buffer[] = [];
-  const stream = compressStream('zstd');
-  const collected = (async () => {
-    for await (const chunk of stream) parts.push(chunk as Buffer);
-  })();
-  stream.end(data);
-  await collected;
-  return Buffer.concat(parts);
-}
-
-async function unzstd(data: Buffer): Promise<Buffer> {
-  const { decompressStream } = await import('../../volume-driver/backups/codec/compression.js');
-  const parts: Buffer[] = [];
-  const stream = decompressStream('zstd');
   const collected = (async () => {
     for await (const chunk of stream) parts.push(chunk as Buffer);
   })();
@@ -327,11 +315,11 @@ describe('backups: full, incremental, encrypted, verified, restored', function (
     expect(await stack.service.exists('db-damaged')).to.equal(false);
 
     // A wrong block with every checksum right: the block hashes of the restored file name it.
-    const deltas = await unzstd(stored);
+    const deltas = await zstd('decompress', stored);
     // The first file record is the table's: [u32 header length][header][u32 block][u32 length][bytes]...
     expect(JSON.parse(deltas.subarray(4, 4 + deltas.readUInt32BE(0)).toString()).path).to.equal('base/deep/table.dat');
     deltas[4 + deltas.readUInt32BE(0) + 8 + 100]! ^= 0x01;
-    await forgeObject(backupDir, 'deltas', await zstd(deltas));
+    await forgeObject(backupDir, 'deltas', await zstd('compress', deltas));
     const wrong = await expectBerthError(backups.restore({ target, volume: 'db', id: manifest.id, to: 'db-wrong' }), 'ERR_BACKUP_CORRUPT');
     expect(wrong.message).to.equal(`restored base/deep/table.dat does not match backup db/${manifest.id}`);
     expect(await stack.service.exists('db-wrong')).to.equal(false);
