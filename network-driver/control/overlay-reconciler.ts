@@ -1,0 +1,231 @@
+// Brings this host's kernel to the desired overlay state, computed from the cluster view:
+// - one overlay (bridge + VXLAN device) per network this host's engine has;
+// - on each VXLAN device, for every active endpoint of the network on another *live* host, a permanent FDB
+//   entry (its MAC → that host's VTEP) and a permanent neighbour entry (its IP → its MAC), and one flood
+//   entry per other live host (head-end replication, so broadcast and multicast reach every host).
+// Endpoints of a host whose lease expired are left out, so its entries are purged as soon as the lease goes.
+//
+// Passes are coalesced and serialized. A pass diffs the desired state against what it believes the kernel
+// holds (`applied`); a full pass first reads the kernel back, so entries left by a previous agent life or
+// changed by hand are corrected, and overlays of networks that no longer exist here are deleted. The agent
+// runs a full pass at start and periodically, and an incremental one on every change of the view.
+import { errorMessage } from '../../plugins/errors/berth-error.js';
+import type { Logger } from '../../plugins/logging/logger.js';
+import { CoalescingRunner } from '../../plugins/util/coalescing-runner.js';
+import type { Dataplane, OverlaySpec } from '../dataplane/dataplane.js';
+import { BRIDGE_PREFIX, VXLAN_PREFIX, overlayNames, vniOfDevice } from '../dataplane/device-names.js';
+import type { ClusterView } from './cluster-view.js';
+import type { NetworkRecord } from './network-records.js';
+
+const FLOOD_MAC = '00:00:00:00:00:00';
+/** Netlink requests kept in flight at once while programming many entries. */
+const CONCURRENCY = 32;
+const RETRY_MS = 2000;
+
+interface Forwarding {
+  /** MAC → VTEP. */
+  readonly fdb: Map<string, string>;
+  /** IP → MAC. */
+  readonly neighbours: Map<string, string>;
+  readonly flood: Set<string>;
+}
+
+interface DesiredOverlay {
+  readonly spec: OverlaySpec;
+  readonly forwarding: Forwarding;
+}
+
+export interface ReconcilePassReport {
+  readonly at: string;
+  readonly full: boolean;
+  readonly overlays: number;
+  readonly changes: number;
+  readonly error?: string;
+}
+
+export class OverlayReconciler {
+  private readonly applied = new Map<string, Forwarding>();
+  private readonly appliedSpecs = new Map<string, string>();
+  private readonly runner: CoalescingRunner;
+  private fullRequested = true;
+  private retryTimer: NodeJS.Timeout | undefined;
+  last: ReconcilePassReport | undefined;
+
+  constructor(
+    private readonly view: ClusterView,
+    private readonly dataplane: Dataplane,
+    private readonly specOf: (network: NetworkRecord) => OverlaySpec,
+    private readonly log: Logger,
+  ) {
+    this.runner = new CoalescingRunner(() => this.pass());
+  }
+
+  /** An incremental pass soon (changes of the view). */
+  request(): void {
+    this.runner.request();
+  }
+
+  /** A full pass soon: re-read the kernel first. */
+  requestFull(): void {
+    this.fullRequested = true;
+    this.runner.request();
+  }
+
+  idle(): Promise<void> {
+    return this.runner.idle();
+  }
+
+  stop(): void {
+    clearTimeout(this.retryTimer);
+    this.runner.stop();
+  }
+
+  desired(): Map<string, DesiredOverlay> {
+    const me = this.view.hostName;
+    const hosts = this.view.liveHosts();
+    const vteps = new Map<string, string>();
+    for (const [name, host] of hosts) if (name !== me && host.address) vteps.set(name, host.address);
+    const overlays = new Map<string, DesiredOverlay>();
+    const localNetworks = new Set([...this.view.localNetworks().values()].map((local) => local.network));
+    for (const network of this.view.networks()) {
+      if (!localNetworks.has(network.id) || network.vni === undefined || network.state === 'reserved') continue;
+      const spec = this.specOf(network);
+      const forwarding: Forwarding = { fdb: new Map(), neighbours: new Map(), flood: new Set(vteps.values()) };
+      for (const endpoint of this.view.endpoints(network.id)) {
+        const vtep = vteps.get(endpoint.host);
+        if (endpoint.state !== 'active' || !endpoint.mac || vtep === undefined) continue;
+        forwarding.fdb.set(endpoint.mac, vtep);
+        forwarding.neighbours.set(endpoint.ip, endpoint.mac);
+      }
+      overlays.set(spec.vxlanName, { spec, forwarding });
+    }
+    return overlays;
+  }
+
+  private async pass(): Promise<void> {
+    const full = this.fullRequested;
+    this.fullRequested = false;
+    clearTimeout(this.retryTimer);
+    let changes = 0;
+    const desired = this.desired();
+    try {
+      if (full) await this.readKernel(desired);
+      for (const [vxlanName, overlay] of desired) changes += await this.applyOverlay(vxlanName, overlay);
+      for (const vxlanName of [...this.appliedSpecs.keys()]) {
+        if (desired.has(vxlanName)) continue;
+        const vni = vniOfDevice(vxlanName);
+        if (vni === undefined) continue;
+        await this.dataplane.deleteOverlay(overlayNames(vni));
+        this.appliedSpecs.delete(vxlanName);
+        this.applied.delete(vxlanName);
+        changes++;
+        this.log.info({ vni }, 'overlay removed');
+      }
+      this.last = { at: new Date().toISOString(), full, overlays: desired.size, changes };
+      if (changes > 0) this.log.debug({ full, changes, overlays: desired.size }, 'overlay state reconciled');
+    } catch (error) {
+      // What was not applied stays different from the desired state: the retry (a full pass) picks it up.
+      this.last = { at: new Date().toISOString(), full, overlays: desired.size, changes, error: errorMessage(error) };
+      this.log.warn({ err: errorMessage(error) }, 'overlay reconciliation failed; retrying');
+      this.retryTimer = setTimeout(() => this.requestFull(), RETRY_MS);
+      this.retryTimer.unref();
+    }
+  }
+
+  /** Replaces `applied` with what the kernel holds on Berth's devices. */
+  private async readKernel(desired: Map<string, DesiredOverlay>): Promise<void> {
+    this.applied.clear();
+    this.appliedSpecs.clear();
+    const links = new Set([...(await this.dataplane.listLinks(VXLAN_PREFIX)), ...(await this.dataplane.listLinks(BRIDGE_PREFIX))]);
+    for (const link of links) {
+      const vni = vniOfDevice(link);
+      if (vni === undefined) continue;
+      const { vxlanName } = overlayNames(vni);
+      if (!this.appliedSpecs.has(vxlanName)) this.appliedSpecs.set(vxlanName, 'unknown');
+    }
+    for (const vxlanName of this.appliedSpecs.keys()) {
+      if (!links.has(vxlanName) || !desired.has(vxlanName)) continue;
+      const kernel = await this.dataplane.listForwarding(vxlanName);
+      const forwarding: Forwarding = { fdb: new Map(), neighbours: new Map(), flood: new Set() };
+      for (const entry of kernel.fdb) {
+        if (!entry.vtep) continue;
+        if (entry.mac === FLOOD_MAC) forwarding.flood.add(entry.vtep);
+        else forwarding.fdb.set(entry.mac, entry.vtep);
+      }
+      for (const entry of kernel.neighbours) forwarding.neighbours.set(entry.ip, entry.mac);
+      this.applied.set(vxlanName, forwarding);
+    }
+  }
+
+  private async applyOverlay(vxlanName: string, overlay: DesiredOverlay): Promise<number> {
+    let changes = 0;
+    const specKey = JSON.stringify(overlay.spec);
+    if (this.appliedSpecs.get(vxlanName) !== specKey) {
+      // ensureOverlay is idempotent; a device of the same name with other settings is replaced.
+      await this.dataplane.ensureOverlay(overlay.spec);
+      this.appliedSpecs.set(vxlanName, specKey);
+      changes++;
+    }
+    let applied = this.applied.get(vxlanName);
+    if (!applied) this.applied.set(vxlanName, (applied = { fdb: new Map(), neighbours: new Map(), flood: new Set() }));
+    const want = overlay.forwarding;
+    // Deletions first: an entry replaced by another (a MAC moving to a new address) is then re-added below.
+    const removals: (() => Promise<void>)[] = [];
+    for (const [ip, mac] of applied.neighbours) {
+      if (want.neighbours.get(ip) === mac) continue;
+      removals.push(async () => {
+        await this.dataplane.deleteRemoteEndpoint(vxlanName, { ip, mac });
+        applied.neighbours.delete(ip);
+        applied.fdb.delete(mac);
+      });
+    }
+    const neighbourMacs = new Set(applied.neighbours.values());
+    for (const [mac] of applied.fdb) {
+      if (want.fdb.has(mac) || neighbourMacs.has(mac)) continue;
+      removals.push(async () => {
+        await this.dataplane.deleteRemoteEndpoint(vxlanName, { ip: '', mac });
+        applied.fdb.delete(mac);
+      });
+    }
+    for (const vtep of applied.flood) {
+      if (want.flood.has(vtep)) continue;
+      removals.push(async () => {
+        await this.dataplane.deleteFloodTarget(vxlanName, vtep);
+        applied.flood.delete(vtep);
+      });
+    }
+    await runLimited(removals, CONCURRENCY);
+    const additions: (() => Promise<void>)[] = [];
+    for (const [ip, mac] of want.neighbours) {
+      const vtep = want.fdb.get(mac)!;
+      if (applied.fdb.get(mac) === vtep && applied.neighbours.get(ip) === mac) continue;
+      additions.push(async () => {
+        await this.dataplane.ensureRemoteEndpoint(vxlanName, { ip, mac, vtep });
+        applied.fdb.set(mac, vtep);
+        applied.neighbours.set(ip, mac);
+      });
+    }
+    for (const vtep of want.flood) {
+      if (applied.flood.has(vtep)) continue;
+      additions.push(async () => {
+        await this.dataplane.ensureFloodTarget(vxlanName, vtep);
+        applied.flood.add(vtep);
+      });
+    }
+    await runLimited(additions, CONCURRENCY);
+    return changes + removals.length + additions.length;
+  }
+}
+
+async function runLimited(work: readonly (() => Promise<void>)[], limit: number): Promise<void> {
+  let next = 0;
+  const failures: unknown[] = [];
+  const worker = async (): Promise<void> => {
+    while (next < work.length) {
+      const task = work[next++]!;
+      await task().catch((error: unknown) => failures.push(error));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, work.length) }, worker));
+  if (failures.length > 0) throw failures[0];
+}
