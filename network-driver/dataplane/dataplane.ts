@@ -83,7 +83,11 @@ export interface Dataplane {
   ensureLocalEndpoint(spec: LocalEndpointSpec): Promise<void>;
   /** Deletes the veth pair by its host end, or by the container end when the host end is gone. */
   deleteLocalEndpoint(hostIfName: string, containerIfName?: string): Promise<void>;
-  /** Permanent neighbour ip -> mac and permanent FDB entry mac -> vtep on the VXLAN device (replace). */
+  /**
+   * Permanent neighbour ip -> mac and permanent FDB entry mac -> vtep on the VXLAN device (replace).
+   * The device answers ARP only from these entries and never floods ARP, so every remote endpoint
+   * a local container should reach needs this call.
+   */
   ensureRemoteEndpoint(vxlanName: string, endpoint: RemoteEndpoint): Promise<void>;
   deleteRemoteEndpoint(vxlanName: string, endpoint: { readonly ip: string; readonly mac: string }): Promise<void>;
   /** Head-end replication: an all-zeros FDB entry to `vtep` (one per remote VTEP), so broadcasts reach it. */
