@@ -27,6 +27,7 @@ import { createVolumePluginApi } from '../volume-driver/volume-plugin-api.js';
 import { VolumeRepository } from '../volume-driver/volume-repository.js';
 import { VolumeService } from '../volume-driver/volume-service.js';
 import { runDoctor } from './doctor.js';
+import { NetworkStack } from './network-stack.js';
 
 const RECONCILE_INTERVAL_MS = 60_000;
 
@@ -39,6 +40,7 @@ export class Agent {
   private adminServer?: SocketHttpServer;
   private store?: StateStore;
   private scheduler?: SnapshotScheduler;
+  private network?: NetworkStack;
   private reconcileTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private lastReconcile: { at: string; report?: ReconcileReport; error?: string } | undefined;
@@ -88,11 +90,15 @@ export class Agent {
     if (leftovers.length > 0) log.warn({ snapshots: leftovers }, 'removed snapshots of backups a crash interrupted');
     log.info({ ...recovered, backend: backend.kind }, 'volume state recovered');
 
+    const network = await NetworkStack.start(config, store, engine, locks, log.child({ component: 'network' }));
+    this.network = network;
+
     this.pluginServer = new SocketHttpServer(
       { path: pluginSocket, socketMode: 0o660, directoryMode: 0o755 },
-      createPluginApp([createVolumePluginApi(volumes)], log.child({ socket: 'plugin' }), config.bodyLimitBytes),
+      createPluginApp([createVolumePluginApi(volumes), ...network.pluginApis], log.child({ socket: 'plugin' }), config.bodyLimitBytes),
     );
     const adminRoutes = [
+      ...network.adminRoutes,
       ...createVolumeAdminRoutes(volumes),
       ...createSnapshotAdminRoutes(snapshots),
       ...createBackupAdminRoutes(backups),
@@ -119,6 +125,7 @@ export class Agent {
             adminSocket: adminSocketPath(config.runDir, config.name),
             volumes: { total: all.length, mounted: all.filter((volume) => volume.mountCount > 0).length },
             engine: engineState,
+            network: network.status(),
             lastReconcile: this.lastReconcile ?? null,
           };
         },
@@ -148,6 +155,7 @@ export class Agent {
     clearTimeout(this.reconcileTimer);
     this.scheduler?.stop();
     await Promise.all([this.pluginServer?.close(), this.adminServer?.close()]);
+    await this.network?.stop();
     await this.store?.close();
     this.log.info('agent stopped');
   }

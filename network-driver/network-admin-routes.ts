@@ -24,7 +24,7 @@ export interface NetworkView {
 }
 
 /** Operator routes: `berth host ls`, `berth network ls|inspect|create|rm`. */
-export function createNetworkAdminRoutes(view: ClusterView, engine: EngineNetworks, driverName: string): AdminRoute[] {
+export function createNetworkAdminRoutes(view: ClusterView, engine: EngineNetworks, driverName: string, requestRemoval: (networkId: string) => Promise<void>): AdminRoute[] {
   const describe = (network: NetworkRecord): NetworkView => {
     const endpoints: Record<string, number> = {};
     for (const endpoint of view.endpoints(network.id)) if (endpoint.state === 'active') endpoints[endpoint.host] = (endpoints[endpoint.host] ?? 0) + 1;
@@ -123,7 +123,9 @@ export function createNetworkAdminRoutes(view: ClusterView, engine: EngineNetwor
       handler: async ({ params }) => {
         const network = find(params.name ?? '');
         const local = [...view.localNetworks().values()].find((candidate) => candidate.network === network.id);
+        // Through this engine when it has the network (it refuses while local containers use it), else directly.
         if (local) await engine.removeNetwork(local.engineNetworkId);
+        else await requestRemoval(network.id);
         return { network: { name: network.name ?? network.id, removed: true } };
       },
     },

@@ -81,16 +81,21 @@ export class NetworkService {
   async deleteNetwork(engineNetworkId: string, log: Logger): Promise<void> {
     const local = this.view.localNetworks().get(engineNetworkId);
     if (!local) return;
+    await this.requestRemoval(local.network);
+    await this.view.repository.deleteLocalNetwork(engineNetworkId);
+    this.view.noteDelete(`${this.view.repository.localPrefix}${engineNetworkId}`);
+    log.info({ network: local.network }, 'network removed on this host');
+  }
+
+  /** Marks a network for removal cluster-wide: each host drops it once its containers no longer use it. */
+  async requestRemoval(networkId: string): Promise<void> {
     await this.view.repository.updateIndex((index) => {
-      const network = index.networks[local.network];
+      const network = index.networks[networkId];
       if (!network || network.state !== 'active') return { result: undefined };
       const removing: NetworkRecord = { ...network, state: 'removing', removeRequestedBy: this.view.hostName };
       return { index: { networks: { ...index.networks, [network.id]: removing } }, result: undefined };
     });
     await this.view.refreshIndex();
-    await this.view.repository.deleteLocalNetwork(engineNetworkId);
-    this.view.noteDelete(`${this.view.repository.localPrefix}${engineNetworkId}`);
-    log.info({ network: local.network }, 'network removed on this host');
   }
 
   async createEndpoint(engineNetworkId: string, endpointId: string, address: string, requestedMac: string, log: Logger): Promise<{ mac: string; generated: boolean }> {

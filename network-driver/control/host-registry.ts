@@ -1,4 +1,4 @@
-import { errorMessage, isBerthError } from '../../plugins/errors/berth-error.js';
+import { BerthError, errorMessage, isBerthError } from '../../plugins/errors/berth-error.js';
 import type { Logger } from '../../plugins/logging/logger.js';
 import type { Lease } from '../../plugins/state/state-store.js';
 import type { ClusterView } from './cluster-view.js';
@@ -32,6 +32,14 @@ export class HostRegistry {
   ) {}
 
   async start(): Promise<void> {
+    // Two agents under one name would take each other's endpoints for their own.
+    const existing = this.view.liveHosts().get(this.view.hostName);
+    if (existing && existing.address !== this.settings.address) {
+      throw new BerthError(
+        'ERR_INVALID_CONFIG',
+        `host name ${this.view.hostName} is registered by a live agent at ${existing.address ?? 'an unknown address'}; give every host a unique --host-name`,
+      );
+    }
     await this.register();
     this.schedule();
   }
