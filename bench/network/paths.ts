@@ -156,12 +156,12 @@ export function startEtcdOn(etcdHost: Host, settings: BerthSettings): Promise<Et
 }
 
 /**
- * An agent on every host (`--store etcd://... --advertise-addr <host address>`), the network created
+ * An agent on every host (`--store etcd://... --host-name <host> --advertise-addr <host address>`), the network created
  * on the first host with Berth's driver and IPAM, and a bounded wait until the other hosts list it.
  */
 export async function startBerthOverlay(hosts: readonly Host[], etcd: EtcdServer, settings: BerthSettings): Promise<void> {
   for (const host of hosts) {
-    await host.startAgent({ args: ['--store', `etcd://${etcd.endpoint}`, '--advertise-addr', host.address, ...settings.agentArgs] });
+    await host.startAgent({ args: ['--store', `etcd://${etcd.endpoint}`, '--host-name', host.name, '--advertise-addr', host.address, ...settings.agentArgs] });
   }
   const [creator, ...others] = hosts;
   if (creator === undefined) throw new Error('no host to create the Berth network on');
