@@ -89,7 +89,8 @@ export interface Dataplane {
    * a local container should reach needs this call.
    */
   ensureRemoteEndpoint(vxlanName: string, endpoint: RemoteEndpoint): Promise<void>;
-  deleteRemoteEndpoint(vxlanName: string, endpoint: { readonly ip: string; readonly mac: string }): Promise<void>;
+  /** Removes both entries; without `ip` (or with an empty one) only the FDB entry for `mac`. */
+  deleteRemoteEndpoint(vxlanName: string, endpoint: { readonly ip?: string; readonly mac: string }): Promise<void>;
   /** Head-end replication: an all-zeros FDB entry to `vtep` (one per remote VTEP), so broadcasts reach it. */
   ensureFloodTarget(vxlanName: string, vtep: string): Promise<void>;
   deleteFloodTarget(vxlanName: string, vtep: string): Promise<void>;

@@ -140,13 +140,14 @@ export class NetlinkDataplane implements Dataplane, AsyncDisposable {
     });
   }
 
-  async deleteRemoteEndpoint(vxlanName: string, endpoint: { readonly ip: string; readonly mac: string }): Promise<void> {
+  async deleteRemoteEndpoint(vxlanName: string, endpoint: { readonly ip?: string; readonly mac: string }): Promise<void> {
     checkLinkName(vxlanName, 'vxlan');
-    ipv4Bytes(endpoint.ip);
+    const ip = endpoint.ip === '' ? undefined : endpoint.ip;
+    if (ip !== undefined) ipv4Bytes(ip);
     macBytes(endpoint.mac);
-    const action = `removing endpoint ${endpoint.ip} (${endpoint.mac}) from vxlan ${vxlanName}`;
+    const action = `removing endpoint ${ip ?? 'without address'} (${endpoint.mac}) from vxlan ${vxlanName}`;
     await this.onVxlan(action, vxlanName, async (index) => {
-      await Promise.all([this.neighbours.deleteArp(index, endpoint.ip), this.neighbours.deleteFdb(index, endpoint.mac)]);
+      await Promise.all([ip === undefined ? undefined : this.neighbours.deleteArp(index, ip), this.neighbours.deleteFdb(index, endpoint.mac)]);
     }, 'gone-is-done');
   }
 
