@@ -123,7 +123,7 @@ export class NetworkStack {
   /** The forwarding rule may be flushed by an operator or a firewall reload: checked on every full pass. */
   private async ensureFiltering(log: Logger): Promise<void> {
     try {
-      if (await ensureBridgeForwarding()) log.info('added the iptables rule that lets overlay bridges forward');
+      if ((await ensureBridgeForwarding()) > 0) log.info('added the iptables rules for overlay bridges (accept between them, no connection tracking)');
     } catch (error) {
       log.warn({ err: errorMessage(error) }, 'cannot ensure the overlay bridge forwarding rule; containers on one host may not reach each other while the engine filters bridges');
     }
