@@ -165,6 +165,28 @@ describe('multi-host overlay networks (3 engines, 3 agents, etcd)', function () 
     }
   });
 
+  it('keeps traffic flowing while etcd is down, fails cluster operations fast, and catches up when etcd returns', async () => {
+    const [a, b] = [cluster.host('hA'), cluster.host('hB')];
+    const ipB = await containerIp(b, 'blue-b', 'blue');
+    await etcd.kill();
+    try {
+      await a.dockerOk(['exec', 'blue-a', 'ping', '-c', '5', '-i', '0.2', '-W', '1', ipB]);
+      const started = Date.now();
+      const refused = await a.docker(['network', 'create', '-d', 'berth', '--ipam-driver', 'berth', '--subnet', '10.82.0.0/24', 'during-outage'], { timeoutMs: 60_000 });
+      expect(refused.code).to.not.equal(0);
+      expect(refused.stderr).to.match(/etcd/i);
+      expect(Date.now() - started, 'create failed fast').to.be.below(20_000);
+    } finally {
+      await etcd.restart();
+    }
+    // Changes made after etcd returns reach every host: the agents' watches resumed.
+    await run(b, 'after-outage-b', 'blue');
+    const ip = await containerIp(b, 'after-outage-b', 'blue');
+    await waitUntil(async () => (await a.docker(['exec', 'blue-a', 'ping', '-c', '1', '-W', '1', ip])).code === 0, { timeoutMs: 30_000, description: 'hA reaches a container started after the outage' });
+    const hosts = JSON.parse((await a.berth(['host', 'ls', '--json'])).stdout) as { alive: boolean }[];
+    expect(hosts.filter((host) => host.alive).length).to.equal(3);
+  });
+
   it('purges a torn-down host\'s entries on the others after its lease expires', async () => {
     const [a, c] = [cluster.host('hA'), cluster.host('hC')];
     await waitUntil(async () => (await forwardingEntries(a, 'blue')).some((entry) => entry.includes(c.address)), { timeoutMs: 10_000, description: 'hC in hA tables' });
