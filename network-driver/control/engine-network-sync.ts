@@ -22,22 +22,24 @@ import type { EndpointRecord, NetworkRecord } from './network-records.js';
 
 /** Label on networks the agent creates on its engine, naming the cluster network. */
 export const NETWORK_LABEL = 'io.berth.network';
-/** An endpoint record the engine does not show is dropped only after this long (a container may be starting). */
-const ENDPOINT_GRACE_MS = 30_000;
-/** An address held without an endpoint (between RequestAddress/--ip and CreateEndpoint) for this long is freed. */
-const ALLOCATION_GRACE_MS = 120_000;
-/** A pool reserved but never turned into a network (its engine died in between). */
-const RESERVATION_GRACE_MS = 600_000;
-
 export interface EngineSyncSettings {
   readonly driverName: string;
   readonly reclaimAfterMs: number;
+  /** An endpoint record the engine does not show is dropped only after this long (a container may be starting). */
+  readonly endpointGraceMs?: number;
+  /** An address held without an endpoint (between RequestAddress/--ip and CreateEndpoint) for this long is freed. */
+  readonly allocationGraceMs?: number;
+  /** A pool reserved but never turned into a network (its engine died in between) is freed after this long. */
+  readonly reservationGraceMs?: number;
 }
+
+const DEFAULT_GRACE = { endpointGraceMs: 30_000, allocationGraceMs: 120_000, reservationGraceMs: 600_000 };
 
 export class EngineNetworkSync {
   private readonly runner: CoalescingRunner;
   private readonly problems = new Map<string, string>();
   private endpointCheckDue = true;
+  private readonly grace: typeof DEFAULT_GRACE;
 
   constructor(
     private readonly view: ClusterView,
@@ -46,6 +48,7 @@ export class EngineNetworkSync {
     private readonly settings: EngineSyncSettings,
     private readonly log: Logger,
   ) {
+    this.grace = { ...DEFAULT_GRACE, ...settings };
     this.runner = new CoalescingRunner(() => this.pass(), 20);
   }
 
@@ -181,7 +184,7 @@ export class EngineNetworkSync {
     const done = this.view.networks().filter(
       (network) =>
         (network.state === 'removing' && this.view.endpoints(network.id).length === 0) ||
-        (network.state === 'reserved' && now - Date.parse(network.createdAt) > RESERVATION_GRACE_MS),
+        (network.state === 'reserved' && now - Date.parse(network.createdAt) > this.grace.reservationGraceMs),
     );
     if (done.length === 0) return;
     const ids = new Set(done.map((network) => network.id));
@@ -242,7 +245,7 @@ export class EngineNetworkSync {
       for (const record of records) {
         if (record.host !== me) continue;
         const age = now - Date.parse(record.updatedAt);
-        const stale = record.state === 'active' ? !engineEndpoints.has(record.endpointId!) && age > ENDPOINT_GRACE_MS : age > ALLOCATION_GRACE_MS;
+        const stale = record.state === 'active' ? !engineEndpoints.has(record.endpointId!) && age > this.grace.endpointGraceMs : age > this.grace.allocationGraceMs;
         if (!stale) continue;
         const held = this.view.endpointEntry(endpointKey(record.network, record.ip));
         if (held && (await this.view.repository.tryDeleteEndpoint(record.network, record.ip, held.revision))) {

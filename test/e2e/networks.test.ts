@@ -60,6 +60,9 @@ describe('multi-host overlay networks (3 engines, 3 agents, etcd)', function () 
     const ipA = await containerIp(a, 'blue-a', 'blue');
     await a.dockerOk(['exec', 'blue-a', 'ping', '-c', '3', '-W', '2', ipB]);
     await b.dockerOk(['exec', 'blue-b', 'ping', '-c', '3', '-W', '2', ipA]);
+    // The underlay's MTU (1500) minus the 50 bytes VXLAN adds; a full-size unfragmented packet crosses.
+    expect((await a.dockerOk(['exec', 'blue-a', 'cat', '/sys/class/net/eth0/mtu'])).stdout.trim()).to.equal('1450');
+    await a.dockerOk(['exec', 'blue-a', 'ping', '-c', '1', '-W', '2', '-s', '1422', ipB]);
     // TCP: a listener on hB receives a message sent from hA.
     await b.dockerOk(['exec', '-d', 'blue-b', 'sh', '-c', 'nc -l -p 5000 > /tmp/received']);
     await waitUntil(async () => (await a.docker(['exec', 'blue-a', 'sh', '-c', `echo hello-over-vxlan | nc -w 2 ${ipB} 5000`])).code === 0, { timeoutMs: 10_000, description: 'tcp send' });
@@ -69,11 +72,14 @@ describe('multi-host overlay networks (3 engines, 3 agents, etcd)', function () 
 
   it('keeps two networks isolated from each other', async () => {
     const [a, b] = [cluster.host('hA'), cluster.host('hB')];
-    await b.dockerOk(['network', 'create', '-d', 'berth', '--ipam-driver', 'berth', '--subnet', '10.78.0.0/24', 'green']);
+    // Made with the berth command on hB, with an MTU of its own.
+    const made = await b.berth(['network', 'create', 'green', '--subnet', '10.78.0.0/24', '-o', 'mtu=1400']);
+    expect(made.code, made.stderr).to.equal(0);
     await waitUntil(async () => (await a.docker(['network', 'inspect', 'green'])).code === 0, { timeoutMs: 20_000, description: 'green on hA' });
     await run(b, 'green-b', 'green');
     await run(a, 'green-a', 'green');
     const ipGreenB = await containerIp(b, 'green-b', 'green');
+    expect((await a.dockerOk(['exec', 'green-a', 'cat', '/sys/class/net/eth0/mtu'])).stdout.trim()).to.equal('1400');
     await a.dockerOk(['exec', 'green-a', 'ping', '-c', '2', '-W', '2', ipGreenB]); // same network: reachable
     const crossed = await a.docker(['exec', 'blue-a', 'ping', '-c', '2', '-W', '1', ipGreenB]);
     expect(crossed.code, 'blue container reaches a green one').to.not.equal(0);

@@ -4,6 +4,7 @@ import { createLogger } from '../../plugins/logging/logger.js';
 import { FileStateStore } from '../../plugins/state/file-state-store.js';
 import { KeyedMutex } from '../../plugins/util/keyed-mutex.js';
 import { ClusterView } from '../../network-driver/control/cluster-view.js';
+import { EngineNetworkSync, NETWORK_LABEL } from '../../network-driver/control/engine-network-sync.js';
 import { HostRegistry } from '../../network-driver/control/host-registry.js';
 import { NetworkRepository } from '../../network-driver/control/network-repository.js';
 import { OverlayReconciler } from '../../network-driver/control/overlay-reconciler.js';
@@ -11,6 +12,7 @@ import { IpamService, ATTACH_OPTION } from '../../network-driver/ipam-service.js
 import { parseSubnet } from '../../network-driver/ipam/ipv4.js';
 import { NetworkService } from '../../network-driver/network-service.js';
 import { expectBerthError } from '../helpers/expect-berth-error.js';
+import { FakeEngineNetworks } from '../helpers/fake-engine-networks.js';
 import { RecordingDataplane } from '../helpers/recording-dataplane.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitUntil } from '../helpers/wait-until.js';
@@ -26,6 +28,8 @@ interface SimHost {
   dataplane: RecordingDataplane;
   overlay: OverlayReconciler;
   registry: HostRegistry;
+  engine: FakeEngineNetworks;
+  sync: EngineNetworkSync;
 }
 
 describe('network control plane (shared store, simulated hosts, recorded kernel)', function () {
@@ -33,7 +37,7 @@ describe('network control plane (shared store, simulated hosts, recorded kernel)
   let store: FileStateStore;
   const hosts: SimHost[] = [];
 
-  async function addHost(name: string, address: string, ttlSeconds = 30): Promise<SimHost> {
+  async function addHost(name: string, address: string, ttlSeconds = 30, reclaimAfterMs = 3_600_000): Promise<SimHost> {
     const view = new ClusterView(new NetworkRepository(store, name), silent);
     await view.start();
     const locks = new KeyedMutex();
@@ -44,7 +48,10 @@ describe('network control plane (shared store, simulated hosts, recorded kernel)
     view.onChange(() => overlay.request());
     const registry = new HostRegistry(view, { ttlSeconds, address, version: 'test' }, silent);
     await registry.start();
-    const host = { name, view, ipam, networks, dataplane, overlay, registry };
+    const engine = new FakeEngineNetworks();
+    // Grace periods of zero: the tests stage the engine's view before asking for a check.
+    const sync = new EngineNetworkSync(view, engine, dataplane, { driverName: 'berth', reclaimAfterMs, endpointGraceMs: 0, allocationGraceMs: 0 }, silent);
+    const host = { name, view, ipam, networks, dataplane, overlay, registry, engine, sync };
     hosts.push(host);
     return host;
   }
@@ -72,6 +79,7 @@ describe('network control plane (shared store, simulated hosts, recorded kernel)
   afterEach(async () => {
     for (const host of hosts.splice(0)) {
       host.overlay.stop();
+      host.sync.stop();
       await host.registry.stop({ revoke: false });
       await host.view.stop();
     }
@@ -225,6 +233,91 @@ describe('network control plane (shared store, simulated hosts, recorded kernel)
     await a.networks.deleteNetwork('na', silent);
     await waitUntil(() => b.view.network(poolId)?.state === 'removing', { timeoutMs: 5000, description: 'hB sees the removal' });
     await expectBerthError(b.ipam.requestAddress(poolId, '', {}, silent), 'ERR_NETWORK_NOT_FOUND', /being removed/);
+  });
+
+  describe('engine sync', () => {
+    it('publishes the name read from the creating engine, and the other hosts create the network on theirs', async () => {
+      const a = await addHost('hA', '198.18.0.1');
+      const b = await addHost('hB', '198.18.0.2');
+      const poolId = await engineCreateNetwork(a, 'engine-a-id', { pool: '10.94.0.0/24', options: { mtu: '1400' } });
+      a.engine.add({ id: 'engine-a-id', name: 'orders', endpoints: [] });
+      a.sync.request();
+      await waitUntil(() => b.view.network(poolId)?.name === 'orders', { timeoutMs: 5000, description: 'name published' });
+      // hB's engine calls back into hB's driver with the attach option, as the real engine would.
+      b.engine.onCreate = async (spec, engineId) => {
+        const grant = await b.ipam.requestPool({ pool: spec.subnet ?? '', subPool: '', options: spec.ipamOptions, v6: false }, silent);
+        await b.networks.createNetwork({ engineNetworkId: engineId, options: spec.options, internal: spec.internal, ipv6: false, pool: grant.pool }, silent);
+      };
+      b.sync.request();
+      await waitUntil(() => b.engine.created.length === 1, { timeoutMs: 5000, description: 'hB creates the network' });
+      expect(b.engine.created[0]).to.deep.include({ name: 'orders', driver: 'berth', ipamDriver: 'berth', subnet: '10.94.0.0/24', gateway: '10.94.0.1', internal: false });
+      expect(b.engine.created[0]!.ipamOptions).to.deep.equal({ [ATTACH_OPTION]: poolId });
+      expect(b.engine.created[0]!.options).to.deep.equal({ mtu: '1400' });
+      expect(b.engine.created[0]!.labels).to.deep.equal({ [NETWORK_LABEL]: poolId });
+      await waitUntil(() => [...b.view.localNetworks().values()].some((local) => local.network === poolId), { timeoutMs: 5000, description: 'hB maps the network' });
+      expect(b.dataplane.overlays.get(`bvx${b.view.network(poolId)!.vni}`)?.mtu).to.equal(1400);
+    });
+
+    it('removes the later of two networks created with one name at the same moment, and reports it', async () => {
+      const a = await addHost('hA', '198.18.0.1');
+      const b = await addHost('hB', '198.18.0.2');
+      const first = await engineCreateNetwork(a, 'ea', { pool: '10.95.0.0/24' });
+      const second = await engineCreateNetwork(b, 'eb', { pool: '10.96.0.0/24' });
+      a.engine.add({ id: 'ea', name: 'web', endpoints: [] });
+      b.engine.add({ id: 'eb', name: 'web', endpoints: [] });
+      a.sync.request();
+      await waitUntil(() => a.view.network(first)?.name === 'web', { timeoutMs: 5000, description: 'first name' });
+      b.sync.request();
+      await waitUntil(() => b.engine.removed.includes('eb'), { timeoutMs: 5000, description: 'the second is removed from its engine' });
+      // No endpoint uses it: once off its engine, its record goes too.
+      await waitUntil(() => b.view.network(second) === undefined, { timeoutMs: 5000, description: 'the second network record removed' });
+      expect(b.sync.issues().join(' ')).to.match(/network web was created on host hB while a berth network of that name already exists/);
+      expect(b.view.network(first)?.state).to.equal('active');
+    });
+
+    it('releases addresses the engine no longer has and records endpoints the store lost', async () => {
+      const a = await addHost('hA', '198.18.0.1');
+      const poolId = await engineCreateNetwork(a, 'na', { pool: '10.97.0.0/24' });
+      const kept = await engineStartContainer(a, 'na', poolId, 'kept000000000');
+      const lost = await engineStartContainer(a, 'na', poolId, 'lost000000000');
+      // The engine crashed: only one container came back; and the store lost a record of another one.
+      a.engine.add({
+        id: 'na',
+        name: 'n',
+        endpoints: [
+          { containerId: 'c1', endpointId: 'kept000000000', ipv4: kept.ip },
+          { containerId: 'c3', endpointId: 'orphan0000000', ipv4: '10.97.0.200' },
+        ],
+      });
+      a.sync.requestEndpointCheck();
+      await waitUntil(() => !a.view.endpoints(poolId).some((endpoint) => endpoint.ip === lost.ip), { timeoutMs: 5000, description: 'lost address released' });
+      await a.sync.idle();
+      const records = a.view.endpoints(poolId).map((endpoint) => [endpoint.ip, endpoint.endpointId, endpoint.state]);
+      expect(records).to.have.deep.members([
+        [kept.ip, 'kept000000000', 'active'],
+        ['10.97.0.200', 'orphan0000000', 'active'],
+      ]);
+      expect([...a.dataplane.endpoints.keys()]).to.deep.equal(['bvekept0000000']); // the lost one's veth went too
+    });
+
+    it('frees the addresses and blocks of a host gone longer than reclaim-after, not before', async () => {
+      const a = await addHost('hA', '198.18.0.1', 30, 5000);
+      const b = await addHost('hB', '198.18.0.2', 2);
+      const poolId = await engineCreateNetwork(a, 'na', { pool: '10.98.0.0/24' });
+      await engineCreateNetwork(b, 'nb', { attach: poolId });
+      const onB = await engineStartContainer(b, 'nb', poolId, 'epb0000000000');
+      await b.registry.stop({ revoke: false });
+      await waitUntil(() => !a.view.liveHosts().has('hB'), { timeoutMs: 10_000, description: 'hB lease expired' });
+      a.sync.request();
+      await a.sync.idle();
+      expect(a.view.endpoints(poolId).some((endpoint) => endpoint.ip === onB.ip), 'kept while within reclaim-after').to.equal(true);
+      await waitUntil(async () => {
+        a.sync.request();
+        await a.sync.idle();
+        return !a.view.endpoints(poolId).some((endpoint) => endpoint.host === 'hB') && !a.view.blocks(poolId).some((block) => block.host === 'hB');
+      }, { timeoutMs: 15_000, description: 'hB reclaimed' });
+      expect(a.view.members().map((member) => member.name)).to.deep.equal(['hA']);
+    });
   });
 });
 
