@@ -276,7 +276,7 @@ describe('NetlinkDataplane in network namespaces', function () {
     await expectBerthError(dp(A).listForwarding(VXLAN), 'ERR_DATAPLANE');
   });
 
-  it('programs 5000 remote endpoints and 20 flood targets within 5 s, settling each request on its own', async () => {
+  it('programs 5000 remote endpoints and 20 flood targets, settling each request on its own', async () => {
     const scale = spec(A, { bridgeName: 'bbr4098', vxlanName: 'bvx4098', vni: 4098 });
     await dp(A).ensureOverlay(scale);
     const calls: { method: keyof Dataplane; args: unknown[] }[] = [];
@@ -288,10 +288,9 @@ describe('NetlinkDataplane in network namespaces', function () {
       if (i === 2500) calls.push({ method: 'deleteLocalEndpoint', args: ['lo'] });
     }
     for (let t = 0; t < 20; t++) calls.push({ method: 'ensureFloodTarget', args: ['bvx4098', `198.19.77.${10 + t}`] });
-    const { elapsedMs, errors } = await server(A).batch(calls);
-    console.log(`      5000 endpoints + 20 flood targets in ${elapsedMs} ms`);
+    // How long this takes is the scale benchmark's business (bench/network), not a test's.
+    const { errors } = await server(A).batch(calls);
     expect(errors).to.deep.equal(['deleting veth lo: operation not supported (EOPNOTSUPP)']);
-    expect(elapsedMs).to.be.below(5000);
     const table = await dp(A).listForwarding('bvx4098');
     expect(table.fdb).to.have.length(5020);
     expect(table.neighbours).to.have.length(5000);
