@@ -81,6 +81,8 @@ describe('multi-host overlay networks (3 engines, 3 agents, etcd)', function () 
     const ipGreenB = await containerIp(b, 'green-b', 'green');
     expect((await a.dockerOk(['exec', 'green-a', 'cat', '/sys/class/net/eth0/mtu'])).stdout.trim()).to.equal('1400');
     await a.dockerOk(['exec', 'green-a', 'ping', '-c', '2', '-W', '2', ipGreenB]); // same network: reachable
+    // blue-a does reach its own network (so the refusal below is isolation, not a broken container).
+    await a.dockerOk(['exec', 'blue-a', 'ping', '-c', '1', '-W', '2', await containerIp(b, 'blue-b', 'blue')]);
     const crossed = await a.docker(['exec', 'blue-a', 'ping', '-c', '2', '-W', '1', ipGreenB]);
     expect(crossed.code, 'blue container reaches a green one').to.not.equal(0);
   });
@@ -169,6 +171,20 @@ describe('multi-host overlay networks (3 engines, 3 agents, etcd)', function () 
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  it('removes a network cluster-wide, keeping it on hosts whose containers still use it until they stop', async () => {
+    const [a, b] = [cluster.host('hA'), cluster.host('hB')];
+    await a.dockerOk(['network', 'create', '-d', 'berth', '--ipam-driver', 'berth', '--subnet', '10.83.0.0/24', 'brief']);
+    await waitUntil(async () => (await b.docker(['network', 'inspect', 'brief'])).code === 0, { timeoutMs: 20_000, description: 'brief on hB' });
+    await run(b, 'brief-b', 'brief');
+    await a.dockerOk(['network', 'rm', 'brief']);
+    const listed = async (): Promise<{ name: string; state: string }[]> => JSON.parse((await a.berth(['network', 'ls', '--json'])).stdout) as { name: string; state: string }[];
+    await waitUntil(async () => (await listed()).find((network) => network.name === 'brief')?.state === 'removing', { timeoutMs: 10_000, description: 'brief removing' });
+    expect((await b.docker(['network', 'inspect', 'brief'])).code, 'hB keeps the network its container uses').to.equal(0);
+    await b.dockerOk(['rm', '-f', 'brief-b']);
+    await waitUntil(async () => (await b.docker(['network', 'inspect', 'brief'])).code !== 0, { timeoutMs: 30_000, description: 'brief gone from hB' });
+    await waitUntil(async () => !(await listed()).some((network) => network.name === 'brief'), { timeoutMs: 30_000, description: 'brief gone from the cluster' });
   });
 
   it('keeps traffic flowing while etcd is down, fails cluster operations fast, and catches up when etcd returns', async () => {
