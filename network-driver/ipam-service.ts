@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { BerthError } from '../plugins/errors/berth-error.js';
 import type { Logger } from '../plugins/logging/logger.js';
 import type { KeyedMutex } from '../plugins/util/keyed-mutex.js';
-import { blockOf, blockStarts, freeAddressInBlock, isAssignable, makePlan, type AddressPlan } from './ipam/address-blocks.js';
+import { blockOf, blockStarts, freeAddressInBlock, isAssignable, makePlan, type AddressPlan, type AddressSet } from './ipam/address-blocks.js';
 import { containsSubnet, formatIpv4, formatSubnet, parseIpv4, parseSubnet, subnetsOverlap, subnetSize, type Ipv4Subnet } from './ipam/ipv4.js';
 import type { ClusterView } from './control/cluster-view.js';
 import { endpointKey, blockKey } from './control/network-repository.js';
@@ -179,7 +179,7 @@ export class IpamService {
   /** From this host's blocks in memory; claims a new block when they are full; borrows as a last resort. */
   private async allocate(network: NetworkRecord): Promise<string> {
     const plan = planOf(network);
-    const used = this.usedAddresses(network.id);
+    const used = this.inUse(network.id);
     const me = this.view.hostName;
     const blocks = this.view.blocks(network.id);
     const claimed = new Set(blocks.map((block) => parseIpv4(block.start)));
@@ -193,12 +193,12 @@ export class IpamService {
       const revision = await this.view.repository.tryClaimBlock(block);
       if (revision === undefined) continue; // another host was first: try the next block
       this.view.notePut(blockKey(network.id, block.start), JSON.stringify(block), revision);
-      const address = freeAddressInBlock(plan, start, this.usedAddresses(network.id));
+      const address = freeAddressInBlock(plan, start, used);
       if (address !== undefined) return this.handOut(network.id, address);
     }
     // Every block is held: take a free address of another host's block, recorded in the store at once.
     for (const start of blockStarts(plan)) {
-      const address = freeAddressInBlock(plan, start, this.usedAddresses(network.id), true);
+      const address = freeAddressInBlock(plan, start, used, true);
       if (address === undefined) continue;
       const ip = formatIpv4(address);
       try {
@@ -219,6 +219,26 @@ export class IpamService {
     return formatIpv4(address);
   }
 
+  /**
+   * Whether an address of `network` is taken: recorded by an endpoint (in the view, read at each question, so
+   * records that arrive meanwhile count) or handed out and not yet recorded. Answers one address at a time:
+   * an allocation looks at a block's addresses, never at the thousands of endpoints of a large network.
+   */
+  private inUse(network: string): AddressSet {
+    const pending = this.pending.get(network);
+    return {
+      has: (address) => {
+        const expires = pending?.get(address);
+        if (expires !== undefined) {
+          if (expires >= Date.now()) return true;
+          pending!.delete(address);
+        }
+        return this.view.hasEndpoint(network, formatIpv4(address));
+      },
+    };
+  }
+
+  /** Every address of `network` in use, as a set (for questions about all of them at once). */
   private usedAddresses(network: string): Set<number> {
     const used = new Set(this.view.endpoints(network).map((endpoint) => parseIpv4(endpoint.ip)));
     const now = Date.now();

@@ -1,7 +1,7 @@
 import type { Logger } from '../../plugins/logging/logger.js';
-import { PrefixMirror } from '../../plugins/state/prefix-mirror.js';
+import { PrefixMirror, type ChangeListener } from '../../plugins/state/prefix-mirror.js';
 import type { StoredEntry } from '../../plugins/state/state-store.js';
-import { BLOCKS_PREFIX, CLUSTER_PREFIX, EMPTY_INDEX, ENDPOINTS_PREFIX, HOSTS_PREFIX, MEMBERS_PREFIX, NETWORKS_KEY, NETWORK_PREFIX, type NetworkRepository } from './network-repository.js';
+import { BLOCKS_PREFIX, CLUSTER_PREFIX, EMPTY_INDEX, ENDPOINTS_PREFIX, HOSTS_PREFIX, MEMBERS_PREFIX, NETWORKS_KEY, NETWORK_PREFIX, endpointKey, type NetworkRepository } from './network-repository.js';
 import {
   parseBlockRecord,
   parseEndpointRecord,
@@ -29,14 +29,14 @@ export class ClusterView {
   private readonly cluster: PrefixMirror;
   private readonly local: PrefixMirror;
   private readonly parsed = new Map<string, { revision: number; value: unknown }>();
-  private readonly listeners = new Set<() => void>();
+  private readonly listeners = new Set<ChangeListener>();
 
   constructor(
     readonly repository: NetworkRepository,
     log: Logger,
   ) {
-    const changed = (): void => {
-      for (const listener of this.listeners) listener();
+    const changed = (key?: string): void => {
+      for (const listener of this.listeners) listener(key);
     };
     this.net = new PrefixMirror(repository.store, NETWORK_PREFIX, changed, log);
     this.cluster = new PrefixMirror(repository.store, CLUSTER_PREFIX, changed, log);
@@ -60,8 +60,11 @@ export class ClusterView {
     for (const mirror of this.mirrors) await mirror.resync();
   }
 
-  /** Called after any change (possibly many times for one burst of changes: coalesce in the listener). */
-  onChange(listener: () => void): void {
+  /**
+   * Called after any change (possibly many times for one burst of changes: coalesce in the listener), with the
+   * store key that changed, or without one when many may have (a relist).
+   */
+  onChange(listener: ChangeListener): void {
     this.listeners.add(listener);
   }
 
@@ -93,6 +96,11 @@ export class ClusterView {
 
   endpoints(network?: string): EndpointRecord[] {
     return this.net.list(network === undefined ? ENDPOINTS_PREFIX : `${ENDPOINTS_PREFIX}${network}/`).map((entry) => this.parse(entry, parseEndpointRecord));
+  }
+
+  /** Whether `ip` of `network` has an endpoint record (allocated or active). */
+  hasEndpoint(network: string, ip: string): boolean {
+    return this.net.get(endpointKey(network, ip)) !== undefined;
   }
 
   endpointEntry(key: string): { record: EndpointRecord; revision: number } | undefined {

@@ -13,6 +13,11 @@ export interface AddressPlan {
   readonly blockSize: number;
 }
 
+/** Addresses in use, asked one at a time (a Set of them is one). */
+export interface AddressSet {
+  has(address: number): boolean;
+}
+
 const MIN_BLOCK = 4;
 const MAX_BLOCK = 64;
 
@@ -51,7 +56,7 @@ export function blockOf(plan: AddressPlan, address: number): number {
  * First assignable, unused address of a block; from the end when `fromEnd` (used when borrowing another
  * host's block, so the owner, which allocates from the start, rarely meets the borrower).
  */
-export function freeAddressInBlock(plan: AddressPlan, start: number, used: ReadonlySet<number>, fromEnd = false): number | undefined {
+export function freeAddressInBlock(plan: AddressPlan, start: number, used: AddressSet, fromEnd = false): number | undefined {
   for (let offset = 0; offset < plan.blockSize; offset++) {
     const address = fromEnd ? start + plan.blockSize - 1 - offset : start + offset;
     if (isAssignable(plan, address) && !used.has(address)) return address;

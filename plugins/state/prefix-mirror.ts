@@ -3,13 +3,23 @@ import { errorMessage } from '../errors/berth-error.js';
 import type { StateStore, StoredEntry, Watch, WatchEvent } from './state-store.js';
 
 /**
+ * Told after a change: with the key of the one entry that changed, or without one when many may have
+ * (a relist).
+ */
+export type ChangeListener = (key?: string) => void;
+
+/**
  * An in-memory copy of every entry under a prefix, kept current by a watch: readers get the cluster's
  * state without a round trip, and are told when it changed. The caller's own writes can be noted at once
  * (read-your-writes); a watch event older than what is held is ignored. `resync` relists, for when a
  * watch could not resume (compaction) and as a periodic safety net.
+ *
+ * Entries are also grouped by their parent (the key up to its last `/`), so listing one small directory
+ * (`net/blocks/<network>/`) does not walk the thousands of entries of another (`net/endpoints/<network>/`).
  */
 export class PrefixMirror {
   private readonly entries = new Map<string, StoredEntry>();
+  private readonly byParent = new Map<string, Map<string, StoredEntry>>();
   /** Revision of the latest deletion seen per key, so a late put event cannot resurrect it. */
   private readonly deletedAt = new Map<string, number>();
   private watch: Watch | undefined;
@@ -18,7 +28,7 @@ export class PrefixMirror {
   constructor(
     private readonly store: StateStore,
     readonly prefix: string,
-    private readonly onChange: () => void,
+    private readonly onChange: ChangeListener,
     private readonly log: Logger,
   ) {}
 
@@ -41,13 +51,13 @@ export class PrefixMirror {
       seen.add(entry.key);
       const held = this.entries.get(entry.key);
       if (!held || held.modRevision < entry.modRevision) {
-        this.entries.set(entry.key, entry);
+        this.set(entry);
         changed = true;
       }
     }
     for (const [key, held] of this.entries) {
       if (!seen.has(key) && held.modRevision <= revision) {
-        this.entries.delete(key);
+        this.remove(key);
         changed = true;
       }
     }
@@ -62,7 +72,13 @@ export class PrefixMirror {
   /** Entries whose key starts with `prefix` (which must lie inside the mirrored prefix). */
   list(prefix = this.prefix): StoredEntry[] {
     const result: StoredEntry[] = [];
-    for (const [key, entry] of this.entries) if (key.startsWith(prefix)) result.push(entry);
+    for (const [parent, children] of this.byParent) {
+      if (parent.startsWith(prefix)) {
+        for (const entry of children.values()) result.push(entry);
+      } else if (prefix.startsWith(parent)) {
+        for (const [key, entry] of children) if (key.startsWith(prefix)) result.push(entry);
+      }
+    }
     return result;
   }
 
@@ -70,8 +86,8 @@ export class PrefixMirror {
   notePut(key: string, value: string, modRevision: number): void {
     const held = this.entries.get(key);
     if (held && held.modRevision >= modRevision) return;
-    this.entries.set(key, { key, value, modRevision, createRevision: held?.createRevision ?? modRevision, version: (held?.version ?? 0) + 1 });
-    this.notify();
+    this.set({ key, value, modRevision, createRevision: held?.createRevision ?? modRevision, version: (held?.version ?? 0) + 1 });
+    this.notify(key);
   }
 
   /** Records a deletion the caller just made (the store does not return its revision). */
@@ -80,8 +96,8 @@ export class PrefixMirror {
     if (!held) return;
     // Any put event for this key up to the held revision is older than the deletion.
     this.deletedAt.set(key, held.modRevision + 1);
-    this.entries.delete(key);
-    this.notify();
+    this.remove(key);
+    this.notify(key);
   }
 
   private apply(event: WatchEvent): void {
@@ -90,22 +106,43 @@ export class PrefixMirror {
       const held = this.entries.get(event.entry.key);
       if (held && held.modRevision >= event.entry.modRevision) return;
       if ((this.deletedAt.get(event.entry.key) ?? 0) > event.entry.modRevision) return;
-      this.entries.set(event.entry.key, event.entry);
+      this.set(event.entry);
     } else {
       const held = this.entries.get(event.key);
       if (!held || held.modRevision > event.revision) return;
-      this.entries.delete(event.key);
+      this.remove(event.key);
       this.deletedAt.set(event.key, event.revision);
     }
     if (this.deletedAt.size > 10_000) this.deletedAt.clear();
-    this.notify();
+    this.notify(event.type === 'put' ? event.entry.key : event.key);
   }
 
-  private notify(): void {
+  private set(entry: StoredEntry): void {
+    this.entries.set(entry.key, entry);
+    const parent = parentOf(entry.key);
+    let children = this.byParent.get(parent);
+    if (!children) this.byParent.set(parent, (children = new Map()));
+    children.set(entry.key, entry);
+  }
+
+  private remove(key: string): void {
+    this.entries.delete(key);
+    const parent = parentOf(key);
+    const children = this.byParent.get(parent);
+    if (!children) return;
+    children.delete(key);
+    if (children.size === 0) this.byParent.delete(parent);
+  }
+
+  private notify(key?: string): void {
     try {
-      this.onChange();
+      this.onChange(key);
     } catch (error) {
       this.log.error({ err: errorMessage(error), prefix: this.prefix }, 'state change handler failed');
     }
   }
+}
+
+function parentOf(key: string): string {
+  return key.slice(0, key.lastIndexOf('/') + 1);
 }
