@@ -79,8 +79,8 @@ export class NetworkStack {
       () => sync.request(),
     );
     const overlay = new OverlayReconciler(view, dataplane, (network) => networks.overlaySpec(network), log.child({ component: 'overlay' }));
-    view.onChange(() => {
-      overlay.request();
+    view.onChange((key) => {
+      overlay.request(key);
       sync.request();
     });
     log.info({ advertiseAddr: config.advertiseAddr ?? null, underlay: underlay ?? null, vxlanPort: config.vxlanPort }, 'network driver ready');

@@ -9,12 +9,17 @@
 // holds (`applied`); a full pass first reads the kernel back, so entries left by a previous agent life or
 // changed by hand are corrected, and overlays of networks that no longer exist here are deleted. The agent
 // runs a full pass at start and periodically, and an incremental one on every change of the view.
+// An incremental pass after changes of endpoint records alone looks at those endpoints only: a burst of
+// thousands of endpoints arriving one watch event at a time must not cost a diff of every endpoint of the
+// network each time. Anything it cannot settle alone (a removal, an address moving to another MAC, an
+// overlay not yet made) and any other change (networks, hosts, this host's engine networks) diffs everything.
 import { errorMessage } from '../../plugins/errors/berth-error.js';
 import type { Logger } from '../../plugins/logging/logger.js';
 import { CoalescingRunner } from '../../plugins/util/coalescing-runner.js';
 import type { Dataplane, OverlaySpec } from '../dataplane/dataplane.js';
 import { BRIDGE_PREFIX, VXLAN_PREFIX, overlayNames, vniOfDevice } from '../dataplane/device-names.js';
 import type { ClusterView } from './cluster-view.js';
+import { BLOCKS_PREFIX, ENDPOINTS_PREFIX } from './network-repository.js';
 import type { NetworkRecord } from './network-records.js';
 
 const FLOOD_MAC = '00:00:00:00:00:00';
@@ -48,6 +53,10 @@ export class OverlayReconciler {
   private readonly appliedSpecs = new Map<string, string>();
   private readonly runner: CoalescingRunner;
   private fullRequested = true;
+  /** Diff every endpoint of every overlay at the next pass (not only `dirty`). */
+  private everything = true;
+  /** Endpoint record keys changed since the last pass. */
+  private dirty = new Set<string>();
   private retryTimer: NodeJS.Timeout | undefined;
   last: ReconcilePassReport | undefined;
 
@@ -60,8 +69,14 @@ export class OverlayReconciler {
     this.runner = new CoalescingRunner(() => this.pass());
   }
 
-  /** An incremental pass soon (changes of the view). */
-  request(): void {
+  /** An incremental pass soon, for a change of the view: of the store key given, or of anything. */
+  request(key?: string): void {
+    if (key === undefined || !key.startsWith(ENDPOINTS_PREFIX)) {
+      if (key?.startsWith(BLOCKS_PREFIX)) return; // address blocks do not forward anything
+      this.everything = true;
+    } else {
+      this.dirty.add(key);
+    }
     this.runner.request();
   }
 
@@ -105,31 +120,90 @@ export class OverlayReconciler {
   private async pass(): Promise<void> {
     const full = this.fullRequested;
     this.fullRequested = false;
+    let whole = full || this.everything;
+    this.everything = false;
+    const dirty = this.dirty;
+    this.dirty = new Set();
     clearTimeout(this.retryTimer);
     let changes = 0;
-    const desired = this.desired();
+    let overlays = this.appliedSpecs.size;
     try {
-      if (full) await this.readKernel(desired);
-      for (const [vxlanName, overlay] of desired) changes += await this.applyOverlay(vxlanName, overlay);
-      for (const vxlanName of [...this.appliedSpecs.keys()]) {
-        if (desired.has(vxlanName)) continue;
-        const vni = vniOfDevice(vxlanName);
-        if (vni === undefined) continue;
-        await this.dataplane.deleteOverlay(overlayNames(vni));
-        this.appliedSpecs.delete(vxlanName);
-        this.applied.delete(vxlanName);
-        changes++;
-        this.log.info({ vni }, 'overlay removed');
+      if (!whole) {
+        const step = await this.applyEndpoints(dirty);
+        changes += step.changes;
+        whole = step.unsettled;
       }
-      this.last = { at: new Date().toISOString(), full, overlays: desired.size, changes };
-      if (changes > 0) this.log.debug({ full, changes, overlays: desired.size }, 'overlay state reconciled');
+      if (whole) {
+        const desired = this.desired();
+        overlays = desired.size;
+        if (full) await this.readKernel(desired);
+        for (const [vxlanName, overlay] of desired) changes += await this.applyOverlay(vxlanName, overlay);
+        for (const vxlanName of [...this.appliedSpecs.keys()]) {
+          if (desired.has(vxlanName)) continue;
+          const vni = vniOfDevice(vxlanName);
+          if (vni === undefined) continue;
+          await this.dataplane.deleteOverlay(overlayNames(vni));
+          this.appliedSpecs.delete(vxlanName);
+          this.applied.delete(vxlanName);
+          changes++;
+          this.log.info({ vni }, 'overlay removed');
+        }
+      }
+      this.last = { at: new Date().toISOString(), full, overlays, changes };
+      if (changes > 0) this.log.debug({ full, whole, changes, overlays }, 'overlay state reconciled');
     } catch (error) {
       // What was not applied stays different from the desired state: the retry (a full pass) picks it up.
-      this.last = { at: new Date().toISOString(), full, overlays: desired.size, changes, error: errorMessage(error) };
+      this.last = { at: new Date().toISOString(), full, overlays, changes, error: errorMessage(error) };
       this.log.warn({ err: errorMessage(error) }, 'overlay reconciliation failed; retrying');
       this.retryTimer = setTimeout(() => this.requestFull(), RETRY_MS);
       this.retryTimer.unref();
     }
+  }
+
+  /**
+   * Programs the endpoints whose records changed (`keys`) where they are missing or stale. Only additions and
+   * updates are settled here; `unsettled` asks for a diff of everything (an entry to remove, an address whose
+   * MAC changed, an overlay not yet made here).
+   */
+  private async applyEndpoints(keys: ReadonlySet<string>): Promise<{ changes: number; unsettled: boolean }> {
+    const me = this.view.hostName;
+    const hosts = this.view.liveHosts();
+    const localNetworks = new Set([...this.view.localNetworks().values()].map((local) => local.network));
+    const additions: (() => Promise<void>)[] = [];
+    let unsettled = false;
+    for (const key of keys) {
+      const rest = key.slice(ENDPOINTS_PREFIX.length);
+      const slash = rest.indexOf('/');
+      const network = this.view.network(rest.slice(0, slash));
+      const ip = rest.slice(slash + 1);
+      if (!network || !localNetworks.has(network.id) || network.vni === undefined || network.state === 'reserved') continue;
+      const { vxlanName } = overlayNames(network.vni);
+      const applied = this.applied.get(vxlanName);
+      if (!applied || !this.appliedSpecs.has(vxlanName)) {
+        unsettled = true;
+        continue;
+      }
+      const endpoint = this.view.endpointEntry(key)?.record;
+      const vtep = endpoint && endpoint.host !== me ? hosts.get(endpoint.host)?.address : undefined;
+      const appliedMac = applied.neighbours.get(ip);
+      if (!endpoint || endpoint.state !== 'active' || !endpoint.mac || !vtep) {
+        if (appliedMac !== undefined) unsettled = true;
+        continue;
+      }
+      const mac = endpoint.mac;
+      if (appliedMac === mac && applied.fdb.get(mac) === vtep) continue;
+      if (appliedMac !== undefined && appliedMac !== mac) {
+        unsettled = true;
+        continue;
+      }
+      additions.push(async () => {
+        await this.dataplane.ensureRemoteEndpoint(vxlanName, { ip, mac, vtep });
+        applied.fdb.set(mac, vtep);
+        applied.neighbours.set(ip, mac);
+      });
+    }
+    await runLimited(additions, CONCURRENCY);
+    return { changes: additions.length, unsettled };
   }
 
   /** Replaces `applied` with what the kernel holds on Berth's devices. */

@@ -45,7 +45,7 @@ describe('network control plane (shared store, simulated hosts, recorded kernel)
     const dataplane = new RecordingDataplane();
     const networks = new NetworkService(view, ipam, dataplane, locks, { driverName: 'berth', vxlanPort: 4789, localVtep: address, underlayMtu: 1500 }, () => undefined);
     const overlay = new OverlayReconciler(view, dataplane, (network) => networks.overlaySpec(network), silent);
-    view.onChange(() => overlay.request());
+    view.onChange((key) => overlay.request(key));
     const registry = new HostRegistry(view, { ttlSeconds, address, version: 'test' }, silent);
     await registry.start();
     const engine = new FakeEngineNetworks();
