@@ -43,6 +43,9 @@ export interface CreateNetworkRequest {
  * every host watches to program its forwarding tables; the veth is made at Join.
  */
 export class NetworkService {
+  /** Endpoint ID → record key of the endpoints this agent recorded: Join finds its endpoint without a scan (checked against the view on use). */
+  private readonly recorded = new Map<string, string>();
+
   constructor(
     private readonly view: ClusterView,
     private readonly ipam: IpamService,
@@ -118,6 +121,7 @@ export class NetworkService {
       if (revision === undefined) throw new BerthError('ERR_ADDRESS_IN_USE', `address ${ipText} of network ${describe(network)} was taken at the same moment; start the container again`);
       this.view.notePut(key, JSON.stringify(record), revision);
       this.ipam.settled(network.id, ipText);
+      this.recorded.set(endpointId, key);
     });
     log.debug({ network: network.id, ip: ipText, mac }, 'endpoint recorded');
     return { mac, generated: !requestedMac };
@@ -130,6 +134,7 @@ export class NetworkService {
     if (!endpoint) return;
     const names = endpointInterfaceNames(endpointId);
     await this.dataplane.deleteLocalEndpoint(names.hostIfName, names.containerIfName);
+    this.recorded.delete(endpointId);
     await this.locks.run(endpointKey(endpoint.record.network, endpoint.record.ip), async () => {
       const record: EndpointRecord = { network: endpoint.record.network, ip: endpoint.record.ip, host: endpoint.record.host, state: 'allocated', updatedAt: new Date().toISOString() };
       const revision = await this.view.repository.tryPutEndpoint(record, endpoint.revision);
@@ -178,13 +183,26 @@ export class NetworkService {
   }
 
   private localEndpoint(network: string, endpointId: string): { record: EndpointRecord; revision: number } | undefined {
+    const known = this.recordedEndpoint(endpointId);
+    if (known) return known.record.network === network ? known : undefined;
     const record = this.view.endpoints(network).find((candidate) => candidate.endpointId === endpointId && candidate.host === this.view.hostName);
     return record ? this.view.endpointEntry(endpointKey(network, record.ip)) : undefined;
   }
 
   private findLocalEndpoint(endpointId: string): { record: EndpointRecord; revision: number } | undefined {
+    const known = this.recordedEndpoint(endpointId);
+    if (known) return known;
     const record = this.view.endpoints().find((candidate) => candidate.endpointId === endpointId && candidate.host === this.view.hostName);
     return record ? this.view.endpointEntry(endpointKey(record.network, record.ip)) : undefined;
+  }
+
+  /** The endpoint this agent recorded under `endpointId`, if the view still holds it as such. */
+  private recordedEndpoint(endpointId: string): { record: EndpointRecord; revision: number } | undefined {
+    const key = this.recorded.get(endpointId);
+    const held = key === undefined ? undefined : this.view.endpointEntry(key);
+    if (held && held.record.endpointId === endpointId && held.record.host === this.view.hostName) return held;
+    if (key !== undefined) this.recorded.delete(endpointId);
+    return undefined;
   }
 
   /** Reserved → active: takes the options, the VNI (chosen or the lowest free) and the internal flag. */
