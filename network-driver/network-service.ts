@@ -109,17 +109,27 @@ export class NetworkService {
     const mac = requestedMac || macForAddress(ip.address);
     const key = endpointKey(network.id, ipText);
     await this.locks.run(key, async () => {
-      const held = await this.view.repository.endpoint(network.id, ipText);
-      if (held && held.record.host !== this.view.hostName) {
-        throw new BerthError('ERR_ADDRESS_IN_USE', `address ${ipText} of network ${describe(network)} is in use on host ${held.record.host}`);
+      // The view's copy is the first guess (the address normally comes from this host's own block, so nobody else
+      // writes it): the compare-and-swap decides, and only a lost write or a copy that says no reads the store.
+      const guess = this.view.endpointEntry(key);
+      const plausible = !guess || (guess.record.host === this.view.hostName && !(guess.record.state === 'active' && guess.record.endpointId !== endpointId));
+      let held = plausible ? guess : await this.view.repository.endpoint(network.id, ipText);
+      for (let fresh = !plausible; ; fresh = true) {
+        if (held && held.record.host !== this.view.hostName) {
+          throw new BerthError('ERR_ADDRESS_IN_USE', `address ${ipText} of network ${describe(network)} is in use on host ${held.record.host}`);
+        }
+        if (held?.record.state === 'active' && held.record.endpointId !== endpointId) {
+          throw new BerthError('ERR_ADDRESS_IN_USE', `address ${ipText} of network ${describe(network)} is in use by endpoint ${held.record.endpointId}`);
+        }
+        const record: EndpointRecord = { network: network.id, ip: ipText, host: this.view.hostName, state: 'active', endpointId, mac, updatedAt: new Date().toISOString() };
+        const revision = await this.view.repository.tryPutEndpoint(record, held?.revision ?? 0);
+        if (revision !== undefined) {
+          this.view.notePut(key, JSON.stringify(record), revision);
+          break;
+        }
+        if (fresh) throw new BerthError('ERR_ADDRESS_IN_USE', `address ${ipText} of network ${describe(network)} was taken at the same moment; start the container again`);
+        held = await this.view.repository.endpoint(network.id, ipText);
       }
-      if (held?.record.state === 'active' && held.record.endpointId !== endpointId) {
-        throw new BerthError('ERR_ADDRESS_IN_USE', `address ${ipText} of network ${describe(network)} is in use by endpoint ${held.record.endpointId}`);
-      }
-      const record: EndpointRecord = { network: network.id, ip: ipText, host: this.view.hostName, state: 'active', endpointId, mac, updatedAt: new Date().toISOString() };
-      const revision = await this.view.repository.tryPutEndpoint(record, held?.revision ?? 0);
-      if (revision === undefined) throw new BerthError('ERR_ADDRESS_IN_USE', `address ${ipText} of network ${describe(network)} was taken at the same moment; start the container again`);
-      this.view.notePut(key, JSON.stringify(record), revision);
       this.ipam.settled(network.id, ipText);
       this.recorded.set(endpointId, key);
     });
