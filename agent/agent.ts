@@ -59,8 +59,15 @@ export class Agent {
       throw new BerthError('ERR_SOCKET_IN_USE', `another agent is serving ${pluginSocket}; stop it first or choose another --name`);
     }
     await mkdir(config.root, { recursive: true, mode: 0o700 });
+    // A watch that cannot resume (etcd compacted the revision it needed while unreachable) stops: the network
+    // state mirrors then list and watch again.
+    const onCompacted: { restart?: () => void } = {};
+    const onWatchError = (error: unknown): void => {
+      if (isBerthError(error, 'ERR_STATE_COMPACTED')) onCompacted.restart?.();
+      else log.warn({ err: errorMessage(error) }, 'state store watch interrupted; it keeps retrying');
+    };
     const store =
-      config.store.kind === 'etcd' ? await EtcdStateStore.open(config.store.endpoints) : await FileStateStore.open(join(config.root, 'state', 'berth.db'));
+      config.store.kind === 'etcd' ? await EtcdStateStore.open(config.store.endpoints, { onWatchError }) : await FileStateStore.open(join(config.root, 'state', 'berth.db'));
     this.store = store;
 
     // On a shared etcd every host keeps its own volumes: their data lives on that host.
@@ -92,6 +99,7 @@ export class Agent {
 
     const network = await NetworkStack.start(config, store, engine, locks, log.child({ component: 'network' }));
     this.network = network;
+    onCompacted.restart = () => void network.restartWatches();
 
     this.pluginServer = new SocketHttpServer(
       { path: pluginSocket, socketMode: 0o660, directoryMode: 0o755 },

@@ -38,8 +38,10 @@ export class NetworkStack {
   private readonly sync: EngineNetworkSync;
   private readonly dataplane: Dataplane;
   private timer: NodeJS.Timeout | undefined;
+  private readonly log: Logger;
 
-  private constructor(parts: { view: ClusterView; registry: HostRegistry; overlay: OverlayReconciler; sync: EngineNetworkSync; dataplane: Dataplane; pluginApis: PluginApi[]; adminRoutes: AdminRoute[] }) {
+  private constructor(parts: { view: ClusterView; registry: HostRegistry; overlay: OverlayReconciler; sync: EngineNetworkSync; dataplane: Dataplane; pluginApis: PluginApi[]; adminRoutes: AdminRoute[]; log: Logger }) {
+    this.log = parts.log;
     this.view = parts.view;
     this.registry = parts.registry;
     this.overlay = parts.overlay;
@@ -92,6 +94,7 @@ export class NetworkStack {
       dataplane,
       pluginApis: [createNetworkPluginApi(networks), createIpamPluginApi(ipam)],
       adminRoutes: createNetworkAdminRoutes(view, engine, config.name, (id) => networks.requestRemoval(id)),
+      log,
     });
     await stack.ensureFiltering(log);
     overlay.requestFull();
@@ -108,6 +111,17 @@ export class NetworkStack {
       lastOverlayPass: this.overlay.last ?? null,
       problems: this.sync.issues(),
     };
+  }
+
+  /** Lists and watches the store again, then reconciles everything. */
+  async restartWatches(): Promise<void> {
+    try {
+      await this.view.restartWatches();
+      this.overlay.requestFull();
+      this.sync.requestEndpointCheck();
+    } catch (error) {
+      this.log.warn({ err: errorMessage(error) }, 'cannot watch the network state again; the periodic refresh keeps it current');
+    }
   }
 
   /** Leaves the kernel state in place (containers keep talking); the lease expires unless the agent returns. */

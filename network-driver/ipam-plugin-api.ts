@@ -10,6 +10,9 @@ export function createIpamPluginApi(ipam: IpamService): PluginApi {
       GetCapabilities: () => ({ RequiresMACAddress: false, RequiresRequestReplay: false }),
       GetDefaultAddressSpaces: () => ipam.defaultAddressSpaces(),
       RequestPool: async (body, { log }) => {
+        // Every real RequestPool names its address space; an empty body is a retry that lost its payload, and
+        // guessing would reserve a subnet the user did not ask for.
+        requiredString(body, 'AddressSpace');
         const grant = await ipam.requestPool(
           { pool: optionalString(body, 'Pool'), subPool: optionalString(body, 'SubPool'), options: optionalStringMap(body, 'Options'), v6: body.V6 === true },
           log,

@@ -115,6 +115,7 @@ export class IpamService {
     const prefix = parseSubnet(network.subnet).prefix;
     if (options.RequestAddressType === GATEWAY_REQUEST) return `${await this.gatewayAddress(network, address)}/${prefix}`;
     if (network.state === 'removing') throw new BerthError('ERR_NETWORK_NOT_FOUND', `network ${describe(network)} is being removed`);
+    if (address && network.state === 'reserved') return `${await this.reserveAuxAddress(network, address)}/${prefix}`;
     const ip = address ? await this.reserveChosenAddress(network, address) : await this.locks.run(`ipam:${network.id}`, () => this.allocate(network));
     log.debug({ network: network.id, ip }, 'address assigned');
     return `${ip}/${prefix}`;
@@ -126,10 +127,11 @@ export class IpamService {
     if (!network || address === network.gateway) return;
     const ip = formatIpv4(parseIpv4(address));
     this.pending.get(poolId)?.delete(parseIpv4(ip));
-    const held = this.view.endpointEntry(endpointKey(poolId, ip));
-    if (held && held.record.host === this.view.hostName) {
-      await this.view.repository.tryDeleteEndpoint(poolId, ip, held.revision);
-      this.view.noteDelete(endpointKey(poolId, ip));
+    // Only an address no endpoint uses: an engine rolling back a container whose CreateEndpoint lost the
+    // address to another endpoint releases it too, and must not take it from the winner.
+    const held = this.view.endpointEntry(endpointKey(poolId, ip)) ?? (await this.view.repository.endpoint(poolId, ip));
+    if (held && held.record.host === this.view.hostName && held.record.state === 'allocated') {
+      if (await this.view.repository.tryDeleteEndpoint(poolId, ip, held.revision)) this.view.noteDelete(endpointKey(poolId, ip));
       log.debug({ network: poolId, ip }, 'address released');
     }
   }
@@ -156,13 +158,33 @@ export class IpamService {
     return requested;
   }
 
+  /** `--aux-address`, asked for while the network is being created (no container can ask yet): kept with the network. */
+  private async reserveAuxAddress(network: NetworkRecord, address: string): Promise<string> {
+    const value = parseIpv4(address, 'aux address');
+    if (!isAssignable(planOf(network), value)) throw new BerthError('ERR_INVALID_OPTION', `aux address ${address} is not a usable address of subnet ${network.subnet}`);
+    const ip = formatIpv4(value);
+    await this.view.repository.updateIndex((index) => {
+      const current = index.networks[network.id];
+      if (!current) throw new BerthError('ERR_NETWORK_NOT_FOUND', `pool ${network.id} was released meanwhile`);
+      if (current.auxAddresses?.includes(ip)) return { result: undefined };
+      const updated: NetworkRecord = { ...current, auxAddresses: [...(current.auxAddresses ?? []), ip] };
+      return { index: { networks: { ...index.networks, [network.id]: updated } }, result: undefined };
+    });
+    await this.refreshIndex();
+    return ip;
+  }
+
   /** `--ip`: the address may lie in any host's block, so it is claimed in the store at once. */
   private async reserveChosenAddress(network: NetworkRecord, address: string): Promise<string> {
     const plan = planOf(network);
     const value = parseIpv4(address, 'address');
     if (!isAssignable(plan, value)) throw new BerthError('ERR_INVALID_OPTION', `address ${address} is not a usable address of network ${describe(network)} (${network.subnet}, gateway ${network.gateway})`);
     const ip = formatIpv4(value);
-    await this.claimAddress(network, ip);
+    // Under the allocation lock, so an address handed out from a block but not yet recorded is seen.
+    await this.locks.run(`ipam:${network.id}`, async () => {
+      if (this.pending.get(network.id)?.has(value)) throw new BerthError('ERR_ADDRESS_IN_USE', `address ${ip} of network ${describe(network)} is being given to another container`);
+      await this.claimAddress(network, ip);
+    });
     return ip;
   }
 
@@ -292,7 +314,8 @@ export class IpamService {
 
 export function planOf(network: NetworkRecord): AddressPlan {
   const subnet = parseSubnet(network.subnet);
-  return makePlan(subnet, network.ipRange ? parseSubnet(network.ipRange) : subnet, parseIpv4(network.gateway));
+  const plan = makePlan(subnet, network.ipRange ? parseSubnet(network.ipRange) : subnet, parseIpv4(network.gateway));
+  return network.auxAddresses?.length ? { ...plan, reserved: new Set([...plan.reserved, ...network.auxAddresses.map((ip) => parseIpv4(ip))]) } : plan;
 }
 
 /** How messages name a network: by name once known, else by its cluster ID. */

@@ -56,6 +56,11 @@ export class ClusterView {
     await Promise.all(this.mirrors.map((mirror) => mirror.stop()));
   }
 
+  /** After the store lost the history a watch needed (etcd compaction): list and watch again. */
+  async restartWatches(): Promise<void> {
+    for (const mirror of this.mirrors) await mirror.restart();
+  }
+
   async resync(): Promise<void> {
     for (const mirror of this.mirrors) await mirror.resync();
   }

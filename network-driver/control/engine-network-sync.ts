@@ -100,11 +100,15 @@ export class EngineNetworkSync {
       const network = this.view.network(local.network);
       if (!network || network.name !== undefined || network.state !== 'active' || network.createdBy !== this.view.hostName) continue;
       const found = await this.engine.inspectNetwork(engineNetworkId);
-      if (!found) continue; // the engine stores the network just after CreateNetwork returns: next pass
+      if (!found) {
+        // The engine stores the network just after CreateNetwork returns: look again shortly.
+        setTimeout(() => this.request(), 200).unref();
+        continue;
+      }
       const clash = await this.view.repository.updateIndex((index) => {
         const current = index.networks[network.id];
         if (!current || current.name !== undefined) return { result: undefined };
-        const holder = Object.values(index.networks).find((other) => other.name === found.name && other.id !== network.id);
+        const holder = Object.values(index.networks).find((other) => other.name === found.name && other.id !== network.id && other.state === 'active');
         const updated: NetworkRecord = holder ? { ...current, name: found.name, state: 'removing', removeRequestedBy: this.view.hostName } : { ...current, name: found.name };
         return { index: { networks: { ...index.networks, [network.id]: updated } }, result: holder };
       });
@@ -222,6 +226,7 @@ export class EngineNetworkSync {
           await this.view.repository.deleteBlock(network.id, block.start);
         }
       }
+      await this.view.repository.deleteLocalNetworksOf(member.name);
       await this.view.repository.deleteMember(member.name);
       this.log.warn({ host: member.name, lastSeen: member.lastSeen, addresses: freed }, 'reclaimed the addresses and blocks of a host gone for good');
     }
@@ -231,24 +236,30 @@ export class EngineNetworkSync {
   private async checkEndpoints(): Promise<void> {
     const me = this.view.hostName;
     const now = Date.now();
-    const engineEndpoints = new Set<string>();
     for (const [engineNetworkId, local] of this.view.localNetworks()) {
       const network = this.view.network(local.network);
       const found = await this.engine.inspectNetwork(engineNetworkId);
-      if (!found || !network) continue;
-      const records = this.view.endpoints(network.id);
-      for (const endpoint of found.endpoints) {
-        engineEndpoints.add(endpoint.endpointId);
-        if (!endpoint.ipv4 || records.some((record) => record.ip === endpoint.ipv4 && record.endpointId === endpoint.endpointId)) continue;
-        await this.restoreRecord(network, endpoint.endpointId, endpoint.ipv4);
+      if (!found) {
+        // The engine does not have it (its create failed after CreateNetwork, or it was removed while this agent
+        // was down): forget the mapping, so the network is created again or its removal can finish.
+        if (now - Date.parse(local.createdAt) > this.grace.endpointGraceMs) await this.forgetLocalNetwork(engineNetworkId, local.network);
+        continue;
       }
-      for (const record of records) {
-        if (record.host !== me) continue;
+      if (!network) continue;
+      // Revisions are taken with the records they describe: a record changed meanwhile is not touched.
+      const records = this.view.endpoints(network.id).map((record) => ({ record, revision: this.view.endpointEntry(endpointKey(record.network, record.ip))?.revision }));
+      const recorded = new Set(records.map(({ record }) => `${record.ip}|${record.endpointId ?? ''}`));
+      const engineEndpoints = new Set(found.endpoints.map((endpoint) => endpoint.endpointId));
+      for (const endpoint of found.endpoints) {
+        if (!endpoint.ipv4 || recorded.has(`${endpoint.ipv4}|${endpoint.endpointId}`)) continue;
+        await this.restoreRecord(network, endpoint.endpointId, endpoint.ipv4, endpoint.mac);
+      }
+      for (const { record, revision } of records) {
+        if (record.host !== me || revision === undefined) continue;
         const age = now - Date.parse(record.updatedAt);
         const stale = record.state === 'active' ? !engineEndpoints.has(record.endpointId!) && age > this.grace.endpointGraceMs : age > this.grace.allocationGraceMs;
         if (!stale) continue;
-        const held = this.view.endpointEntry(endpointKey(record.network, record.ip));
-        if (held && (await this.view.repository.tryDeleteEndpoint(record.network, record.ip, held.revision))) {
+        if (await this.view.repository.tryDeleteEndpoint(record.network, record.ip, revision)) {
           this.view.noteDelete(endpointKey(record.network, record.ip));
           if (record.endpointId) {
             const names = endpointInterfaceNames(record.endpointId);
@@ -258,24 +269,39 @@ export class EngineNetworkSync {
         }
       }
     }
-    // veths of endpoints that no longer exist (an agent killed between Leave and its cleanup).
-    const wanted = new Set(
-      this.view
-        .endpoints()
-        .filter((record) => record.host === me && record.endpointId)
-        .map((record) => endpointInterfaceNames(record.endpointId!).hostIfName),
-    );
+    // veths of endpoints that no longer exist (an agent killed between Leave and its cleanup); each one is checked
+    // against the view at the moment it would be deleted, so a Join that ran meanwhile keeps its veth.
+    const wanted = (): Set<string> =>
+      new Set(
+        this.view
+          .endpoints()
+          .filter((record) => record.host === me && record.endpointId)
+          .map((record) => endpointInterfaceNames(record.endpointId!).hostIfName),
+      );
     for (const link of await this.dataplane.listLinks(HOST_VETH_PREFIX)) {
-      if (!wanted.has(link)) await this.dataplane.deleteLocalEndpoint(link);
+      if (!wanted().has(link)) await this.dataplane.deleteLocalEndpoint(link);
     }
   }
 
+  private async forgetLocalNetwork(engineNetworkId: string, networkId: string): Promise<void> {
+    // A network this host created whose name never became known never existed for the user: remove it.
+    await this.view.repository.updateIndex((index) => {
+      const network = index.networks[networkId];
+      if (!network || network.name !== undefined || network.createdBy !== this.view.hostName || network.state !== 'active') return { result: undefined };
+      return { index: { networks: { ...index.networks, [networkId]: { ...network, state: 'removing', removeRequestedBy: this.view.hostName } } }, result: undefined };
+    });
+    await this.view.refreshIndex();
+    await this.view.repository.deleteLocalNetwork(engineNetworkId);
+    this.view.noteDelete(`${this.view.repository.localPrefix}${engineNetworkId}`);
+    this.log.warn({ network: networkId, engineNetworkId }, 'this engine does not have a network recorded for it; forgot the record');
+  }
+
   /** The engine has an endpoint whose record is gone (reclaimed while this host was away): record it again. */
-  private async restoreRecord(network: NetworkRecord, endpointId: string, ip: string): Promise<void> {
-    const record: EndpointRecord = { network: network.id, ip, host: this.view.hostName, state: 'active', endpointId, mac: macForAddress(parseIpv4(ip)), updatedAt: new Date().toISOString() };
+  private async restoreRecord(network: NetworkRecord, endpointId: string, ip: string, mac: string): Promise<void> {
+    const record: EndpointRecord = { network: network.id, ip, host: this.view.hostName, state: 'active', endpointId, mac: mac || macForAddress(parseIpv4(ip)), updatedAt: new Date().toISOString() };
     const held = await this.view.repository.endpoint(network.id, ip);
-    if (held && held.record.host !== this.view.hostName) {
-      const message = `address ${ip} of network ${describe(network)} is used by a container on this host and was given to host ${held.record.host} while this host was away; restart that container`;
+    if (held && (held.record.host !== this.view.hostName || (held.record.endpointId !== undefined && held.record.endpointId !== endpointId))) {
+      const message = `address ${ip} of network ${describe(network)} is used by a container on this host and is recorded for ${held.record.host === this.view.hostName ? `endpoint ${held.record.endpointId}` : `host ${held.record.host}`}; restart that container`;
       this.problems.set(`address:${network.id}:${ip}`, message);
       this.log.error({ network: network.id, ip }, message);
       return;

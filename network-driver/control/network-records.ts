@@ -21,6 +21,8 @@ export interface NetworkRecord {
   readonly ipRange?: string;
   /** Gateway address (no prefix); reserved, never handed to an endpoint. */
   readonly gateway: string;
+  /** `--aux-address` values: reserved for the user, never handed to an endpoint. */
+  readonly auxAddresses?: readonly string[];
   readonly vni?: number;
   /** `-o mtu=`; absent means underlay MTU minus the VXLAN overhead, per host. */
   readonly mtu?: number;
@@ -147,6 +149,7 @@ function parseNetwork(key: string, fields: Fields): NetworkRecord {
     state: state as NetworkState,
     createdBy: str(key, fields, 'createdBy'),
     createdAt: str(key, fields, 'createdAt'),
+    ...(Array.isArray(fields.auxAddresses) && fields.auxAddresses.every((value) => typeof value === 'string') ? { auxAddresses: fields.auxAddresses as string[] } : {}),
     ...defined({
       name: optionalStr(key, fields, 'name'),
       ipRange: optionalStr(key, fields, 'ipRange'),

@@ -127,6 +127,12 @@ export class NetworkRepository {
     return entries.map((entry: StoredEntry) => parseLocalNetworkRecord(entry.key, entry.value));
   }
 
+  /** Drops another host's engine network IDs (a host gone for good: a reinstalled machine must start clean). */
+  async deleteLocalNetworksOf(host: string): Promise<void> {
+    const { entries } = await this.store.list(`hosts/${host}/networks/`);
+    for (const entry of entries) await this.store.delete(entry.key);
+  }
+
   async putLocalNetwork(record: LocalNetworkRecord): Promise<number> {
     return this.store.put(this.localPrefix + record.engineNetworkId, JSON.stringify(record));
   }

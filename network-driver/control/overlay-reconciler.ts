@@ -19,7 +19,7 @@ import { CoalescingRunner } from '../../plugins/util/coalescing-runner.js';
 import type { Dataplane, OverlaySpec } from '../dataplane/dataplane.js';
 import { BRIDGE_PREFIX, VXLAN_PREFIX, overlayNames, vniOfDevice } from '../dataplane/device-names.js';
 import type { ClusterView } from './cluster-view.js';
-import { BLOCKS_PREFIX, ENDPOINTS_PREFIX } from './network-repository.js';
+import { BLOCKS_PREFIX, ENDPOINTS_PREFIX, MEMBERS_PREFIX } from './network-repository.js';
 import type { NetworkRecord } from './network-records.js';
 
 const FLOOD_MAC = '00:00:00:00:00:00';
@@ -72,7 +72,7 @@ export class OverlayReconciler {
   /** An incremental pass soon, for a change of the view: of the store key given, or of anything. */
   request(key?: string): void {
     if (key === undefined || !key.startsWith(ENDPOINTS_PREFIX)) {
-      if (key?.startsWith(BLOCKS_PREFIX)) return; // address blocks do not forward anything
+      if (key?.startsWith(BLOCKS_PREFIX) || key?.startsWith(MEMBERS_PREFIX)) return; // blocks and members forward nothing
       this.everything = true;
     } else {
       this.dirty.add(key);
@@ -136,10 +136,11 @@ export class OverlayReconciler {
       if (whole) {
         const desired = this.desired();
         overlays = desired.size;
-        if (full) await this.readKernel(desired);
+        if (full) await this.readKernel();
         for (const [vxlanName, overlay] of desired) changes += await this.applyOverlay(vxlanName, overlay);
         for (const vxlanName of [...this.appliedSpecs.keys()]) {
-          if (desired.has(vxlanName)) continue;
+          // Checked against the view as it is now: a network created while this pass ran is not stale.
+          if (desired.has(vxlanName) || this.desired().has(vxlanName)) continue;
           const vni = vniOfDevice(vxlanName);
           if (vni === undefined) continue;
           await this.dataplane.deleteOverlay(overlayNames(vni));
@@ -155,6 +156,8 @@ export class OverlayReconciler {
       // What was not applied stays different from the desired state: the retry (a full pass) picks it up.
       this.last = { at: new Date().toISOString(), full, overlays, changes, error: errorMessage(error) };
       this.log.warn({ err: errorMessage(error) }, 'overlay reconciliation failed; retrying');
+      this.fullRequested = true; // kept even if another pass runs before the retry timer
+      this.everything = true;
       this.retryTimer = setTimeout(() => this.requestFull(), RETRY_MS);
       this.retryTimer.unref();
     }
@@ -207,37 +210,40 @@ export class OverlayReconciler {
   }
 
   /** Replaces `applied` with what the kernel holds on Berth's devices. */
-  private async readKernel(desired: Map<string, DesiredOverlay>): Promise<void> {
+  /** Forgets what it believed and lists Berth's devices; their entries are read when each overlay is applied. */
+  private async readKernel(): Promise<void> {
     this.applied.clear();
     this.appliedSpecs.clear();
-    const links = new Set([...(await this.dataplane.listLinks(VXLAN_PREFIX)), ...(await this.dataplane.listLinks(BRIDGE_PREFIX))]);
+    const links = [...(await this.dataplane.listLinks(VXLAN_PREFIX)), ...(await this.dataplane.listLinks(BRIDGE_PREFIX))];
     for (const link of links) {
       const vni = vniOfDevice(link);
-      if (vni === undefined) continue;
-      const { vxlanName } = overlayNames(vni);
-      if (!this.appliedSpecs.has(vxlanName)) this.appliedSpecs.set(vxlanName, 'unknown');
+      if (vni !== undefined) this.appliedSpecs.set(overlayNames(vni).vxlanName, 'unknown');
     }
-    for (const vxlanName of this.appliedSpecs.keys()) {
-      if (!links.has(vxlanName) || !desired.has(vxlanName)) continue;
-      const kernel = await this.dataplane.listForwarding(vxlanName);
-      const forwarding: Forwarding = { fdb: new Map(), neighbours: new Map(), flood: new Set() };
-      for (const entry of kernel.fdb) {
-        if (!entry.vtep) continue;
-        if (entry.mac === FLOOD_MAC) forwarding.flood.add(entry.vtep);
-        else forwarding.fdb.set(entry.mac, entry.vtep);
-      }
-      for (const entry of kernel.neighbours) forwarding.neighbours.set(entry.ip, entry.mac);
-      this.applied.set(vxlanName, forwarding);
+  }
+
+  /** The permanent entries the kernel holds on a VXLAN device. */
+  private async readForwarding(vxlanName: string): Promise<Forwarding> {
+    const kernel = await this.dataplane.listForwarding(vxlanName);
+    const forwarding: Forwarding = { fdb: new Map(), neighbours: new Map(), flood: new Set() };
+    for (const entry of kernel.fdb) {
+      if (!entry.vtep) continue;
+      if (entry.mac === FLOOD_MAC) forwarding.flood.add(entry.vtep);
+      else forwarding.fdb.set(entry.mac, entry.vtep);
     }
+    for (const entry of kernel.neighbours) forwarding.neighbours.set(entry.ip, entry.mac);
+    return forwarding;
   }
 
   private async applyOverlay(vxlanName: string, overlay: DesiredOverlay): Promise<number> {
     let changes = 0;
     const specKey = JSON.stringify(overlay.spec);
-    if (this.appliedSpecs.get(vxlanName) !== specKey) {
-      // ensureOverlay is idempotent; a device of the same name with other settings is replaced.
+    const previous = this.appliedSpecs.get(vxlanName);
+    if (previous !== specKey) {
+      // ensureOverlay is idempotent; a device of the same name with other settings is replaced, losing its
+      // entries: for a device that existed, start from what the kernel holds after the call.
       await this.dataplane.ensureOverlay(overlay.spec);
       this.appliedSpecs.set(vxlanName, specKey);
+      if (previous !== undefined) this.applied.set(vxlanName, await this.readForwarding(vxlanName));
       changes++;
     }
     let applied = this.applied.get(vxlanName);

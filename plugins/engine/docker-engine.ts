@@ -162,7 +162,7 @@ interface NetworkInspect {
   Name: string;
   Driver: string;
   Labels?: Record<string, string> | null;
-  Containers?: Record<string, { EndpointID?: string; IPv4Address?: string }> | null;
+  Containers?: Record<string, { EndpointID?: string; IPv4Address?: string; MacAddress?: string }> | null;
 }
 
 function toEngineNetwork(network: NetworkInspect): EngineNetwork {
@@ -175,6 +175,7 @@ function toEngineNetwork(network: NetworkInspect): EngineNetwork {
       containerId,
       endpointId: endpoint.EndpointID ?? '',
       ipv4: (endpoint.IPv4Address ?? '').split('/')[0] ?? '',
+      mac: endpoint.MacAddress ?? '',
     })),
   };
 }

@@ -42,7 +42,7 @@ export interface EngineNetwork {
   readonly name: string;
   readonly driver: string;
   readonly labels: Readonly<Record<string, string>>;
-  readonly endpoints: readonly { readonly containerId: string; readonly endpointId: string; readonly ipv4: string }[];
+  readonly endpoints: readonly { readonly containerId: string; readonly endpointId: string; readonly ipv4: string; readonly mac: string }[];
 }
 
 export interface EngineNetworkSpec {

@@ -37,6 +37,13 @@ export class PrefixMirror {
     this.watch = await this.store.watch(this.prefix, (event) => this.apply(event), { fromRevision: revision + 1 });
   }
 
+  /** Lists again and watches from there: after the store compacted away the revision the watch would resume from. */
+  async restart(): Promise<void> {
+    if (this.stopped) return;
+    await this.watch?.cancel();
+    await this.start();
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     await this.watch?.cancel();
@@ -50,6 +57,8 @@ export class PrefixMirror {
     for (const entry of entries) {
       seen.add(entry.key);
       const held = this.entries.get(entry.key);
+      // A deletion seen (or made) while the listing was in flight is newer than the listed entry.
+      if ((this.deletedAt.get(entry.key) ?? 0) > entry.modRevision) continue;
       if (!held || held.modRevision < entry.modRevision) {
         this.set(entry);
         changed = true;

@@ -24,6 +24,7 @@ export class CoalescingRunner {
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
+    if (!this.running) for (const resolve of this.idleWaiters.splice(0)) resolve();
   }
 
   /** Resolves once no run is in progress or requested. */

@@ -152,6 +152,21 @@ describe('network control plane (shared store, simulated hosts, recorded kernel)
     await expectBerthError(b.ipam.requestAddress(poolId, '', {}, silent), 'ERR_ADDRESS_EXHAUSTED', /has no free address/);
   });
 
+  it('never takes an address from the endpoint that won it when the loser is rolled back (agent restarted between)', async () => {
+    const a = await addHost('hA', '198.18.0.1');
+    const poolId = await engineCreateNetwork(a, 'na', { pool: '10.85.0.0/24' });
+    const first = await a.ipam.requestAddress(poolId, '', {}, silent);
+    // The agent restarts: what it had handed out but not yet recorded is forgotten, so the address goes out again.
+    const restarted = new IpamService(a.view, new KeyedMutex(), { defaultPool: parseSubnet('10.210.0.0/16'), defaultPrefix: 24 });
+    const second = await restarted.requestAddress(poolId, '', {}, silent);
+    expect(second).to.equal(first);
+    await a.networks.createEndpoint('na', 'winner0000000', first, '', silent);
+    await expectBerthError(a.networks.createEndpoint('na', 'loser00000000', second, '', silent), 'ERR_ADDRESS_IN_USE', /in use by endpoint winner0000000/);
+    await restarted.releaseAddress(poolId, second.split('/')[0]!, silent); // the engine's rollback of the loser
+    const record = (await a.view.repository.endpoint(poolId, first.split('/')[0]!))?.record;
+    expect(record).to.deep.include({ state: 'active', endpointId: 'winner0000000' });
+  });
+
   it('claims a chosen address in the store at once and refuses it on another host', async () => {
     const a = await addHost('hA', '198.18.0.1');
     const b = await addHost('hB', '198.18.0.2');
@@ -285,8 +300,8 @@ describe('network control plane (shared store, simulated hosts, recorded kernel)
         id: 'na',
         name: 'n',
         endpoints: [
-          { containerId: 'c1', endpointId: 'kept000000000', ipv4: kept.ip },
-          { containerId: 'c3', endpointId: 'orphan0000000', ipv4: '10.97.0.200' },
+          { containerId: 'c1', endpointId: 'kept000000000', ipv4: kept.ip, mac: kept.mac },
+          { containerId: 'c3', endpointId: 'orphan0000000', ipv4: '10.97.0.200', mac: '02:42:0a:61:00:c8' },
         ],
       });
       a.sync.requestEndpointCheck();
