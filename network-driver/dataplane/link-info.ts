@@ -44,9 +44,18 @@ export function vxlanLinkInfo(settings: VxlanSettings): Buffer {
   return encodeAttributes(ifla.formatInfo({ kind: 'vxlan', data: encodeAttributes(ifla.formatVxlan(data)) }));
 }
 
+/**
+ * Queues of each veth end, given explicitly. Without them the kernel gives a veth one queue per CPU and then
+ * cuts the active ones down to one, waiting for an RCU grace period while it holds the rtnl lock, which every
+ * link, FDB and neighbour change of the host waits for: with many containers starting at once that wait
+ * dominates. One queue is what a veth ends up with anyway.
+ */
+export const VETH_QUEUES = 1;
+
 /** VETH_INFO_PEER holds a whole ifinfomsg followed by the peer's link attributes. */
 export function vethLinkInfo(peer: VethPeer): Buffer {
-  const peerMessage = Buffer.concat([rt.formatLink({}), encodeAttributes(ifla.formatLinkAttrs({ ifname: peer.name, address: macBytes(peer.mac), mtu: peer.mtu }))]);
+  const attrs = { ifname: peer.name, address: macBytes(peer.mac), mtu: peer.mtu, numTxQueues: VETH_QUEUES, numRxQueues: VETH_QUEUES };
+  const peerMessage = Buffer.concat([rt.formatLink({}), encodeAttributes(ifla.formatLinkAttrs(attrs))]);
   return encodeAttributes(ifla.formatInfo({ kind: 'veth', data: encodeAttributes(ifla.formatVethInfo({ peer: peerMessage })) }));
 }
 

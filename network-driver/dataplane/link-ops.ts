@@ -19,6 +19,8 @@ export interface NewLink extends LinkChange {
   readonly name: string;
   /** Encoded IFLA_LINKINFO (see link-info.ts). */
   readonly linkinfo: Buffer;
+  /** Transmit and receive queues (IFLA_NUM_TX_QUEUES, IFLA_NUM_RX_QUEUES); the kind's default when absent. */
+  readonly queues?: number;
 }
 
 export class LinkOps {
@@ -43,6 +45,10 @@ export class LinkOps {
     const attrs: ifla.LinkAttrs = { ifname: link.name, linkinfo: link.linkinfo };
     if (link.mtu !== undefined) attrs.mtu = link.mtu;
     if (link.master !== undefined) attrs.master = link.master;
+    if (link.queues !== undefined) {
+      attrs.numTxQueues = link.queues;
+      attrs.numRxQueues = link.queues;
+    }
     await this.client.request(rt.MessageType.NEWLINK, body(upFlags(link.up), attrs), FlagsNew.CREATE | FlagsNew.EXCL);
   }
 

@@ -22,7 +22,7 @@ import { dataplaneError } from './dataplane-error.js';
 import type { Dataplane, ForwardingTable, HostTuningReport, LocalEndpointSpec, OverlaySpec, RemoteEndpoint, UnderlayInfo } from './dataplane.js';
 import { raiseNeighbourThresholds } from './host-tuning.js';
 import { LinkIndexCache } from './link-index-cache.js';
-import { bridgeLinkInfo, linkKind, readVxlanSettings, sameVxlanSettings, vethLinkInfo, vxlanLinkInfo, type VxlanSettings } from './link-info.js';
+import { bridgeLinkInfo, linkKind, readVxlanSettings, sameVxlanSettings, VETH_QUEUES, vethLinkInfo, vxlanLinkInfo, type VxlanSettings } from './link-info.js';
 import { isUp, LinkOps, type LinkChange } from './link-ops.js';
 import { formatMac, ipv4Bytes, macBytes, ZERO_MAC } from './net-address.js';
 import { NeighbourOps } from './neighbour-ops.js';
@@ -238,7 +238,7 @@ export class NetlinkDataplane implements Dataplane, AsyncDisposable {
     const host = await this.links.byName(spec.hostIfName);
     if (host === undefined) {
       const linkinfo = vethLinkInfo({ name: spec.containerIfName, mac: spec.mac, mtu: spec.mtu });
-      await this.links.create({ name: spec.hostIfName, linkinfo, mtu: spec.mtu, master: bridge, up: true });
+      await this.links.create({ name: spec.hostIfName, linkinfo, mtu: spec.mtu, master: bridge, up: true, queues: VETH_QUEUES });
       return;
     }
     if (linkKind(host) !== 'veth') throw foreignLink(spec.hostIfName, host, 'veth');

@@ -114,14 +114,14 @@ describe('NetlinkDataplane in network namespaces', function () {
     }
   });
 
-  it('creates veth endpoints: host end on the bridge and up, container end with its MAC and MTU, down', async () => {
+  it('creates veth endpoints: host end on the bridge and up, container end with its MAC and MTU, down, one queue each', async () => {
     for (const host of HOSTS) {
       await dp(host).ensureLocalEndpoint({ hostIfName: host.hostIf, containerIfName: host.containerIf, bridgeName: BRIDGE, mac: host.mac, mtu });
       const hostEnd = await linkDetails(host.ns, host.hostIf);
-      expect(hostEnd).to.include({ mtu, master: BRIDGE });
+      expect(hostEnd).to.include({ mtu, master: BRIDGE, num_tx_queues: 1, num_rx_queues: 1 });
       expect(hostEnd.flags).to.include('UP');
       const containerEnd = await linkDetails(host.ns, host.containerIf);
-      expect(containerEnd).to.include({ mtu, address: host.mac });
+      expect(containerEnd).to.include({ mtu, address: host.mac, num_tx_queues: 1, num_rx_queues: 1 });
       expect(containerEnd.flags).to.not.include('UP');
       expect(containerEnd.linkinfo?.info_kind).to.equal('veth');
       // What the engine does next: move the container end into the container and configure it.
@@ -322,6 +322,8 @@ describe('NetlinkDataplane in network namespaces', function () {
     mtu: number;
     master?: string;
     address?: string;
+    num_tx_queues?: number;
+    num_rx_queues?: number;
     linkinfo?: { info_kind?: string; info_data?: Record<string, unknown> };
   }
 

@@ -25,7 +25,7 @@ describe('dataplane encoding', () => {
     expect(sameVxlanSettings(minimal, { ...minimal, local: '198.19.77.1' })).to.equal(false);
   });
 
-  it('nests the veth peer as a full ifinfomsg with its name, MAC and MTU', () => {
+  it('nests the veth peer as a full ifinfomsg with its name, MAC, MTU and one queue each way', () => {
     const info = ifla.parseInfo(vethLinkInfo({ name: 'bvc1', mac: '02:42:0A:00:00:02', mtu: 1410 }));
     expect(info.kind).to.equal('veth');
     const peer = info.data === undefined ? undefined : ifla.parseVethInfo(info.data).peer;
@@ -34,6 +34,7 @@ describe('dataplane encoding', () => {
     expect(attrs.ifname).to.equal('bvc1');
     expect(attrs.mtu).to.equal(1410);
     expect(attrs.address === undefined ? undefined : formatMac(attrs.address)).to.equal('02:42:0a:00:00:02');
+    expect([attrs.numTxQueues, attrs.numRxQueues]).to.deep.equal([1, 1]);
   });
 
   it('converts addresses and refuses malformed ones', () => {
