@@ -22,3 +22,8 @@ export function runBenchmark(main: () => Promise<number>): void {
     },
   );
 }
+
+/** A progress line on stdout, behind the time of day. */
+export function log(message: string): void {
+  console.log(`[${new Date().toISOString().slice(11, 19)}] ${message}`);
+}

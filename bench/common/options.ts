@@ -39,6 +39,19 @@ export function parseBenchArgs<S extends string, M extends string = never>(
   return { values: given, lists };
 }
 
+/**
+ * The benchmark's options parsed from the command line by `parse`; undefined after printing the problem and
+ * `usage` when they are wrong (the benchmark then exits with 2).
+ */
+export function optionsOrUsage<T>(parse: (argv: string[]) => T, usage: string): T | undefined {
+  try {
+    return parse(process.argv.slice(2));
+  } catch (err) {
+    console.error(`${err instanceof Error ? err.message : String(err)}\n${usage}`);
+    return undefined;
+  }
+}
+
 /** `raw` as an integer from `min` to `max`, or `fallback` when absent; throws naming `--name` otherwise. */
 export function integerOption(name: string, raw: string | undefined, fallback: number, min: number, max: number): number {
   if (raw === undefined) return fallback;
