@@ -215,6 +215,8 @@ export function renderMarkdown(results: ScaleResults): string {
     '',
     ...results.findings.map((finding) => `- ${finding}`),
     '',
+    'README.md beside this file reads these figures, and lists what profiling earlier runs found and fixed.',
+    '',
   ];
   for (const round of results.rounds) {
     const hostRows = round.convergence.hosts.map(
