@@ -27,6 +27,7 @@ import { createVolumePluginApi } from '../volume-driver/volume-plugin-api.js';
 import { VolumeRepository } from '../volume-driver/volume-repository.js';
 import { VolumeService } from '../volume-driver/volume-service.js';
 import { runDoctor } from './doctor.js';
+import { NetworkStack } from './network-stack.js';
 
 const RECONCILE_INTERVAL_MS = 60_000;
 
@@ -39,6 +40,7 @@ export class Agent {
   private adminServer?: SocketHttpServer;
   private store?: StateStore;
   private scheduler?: SnapshotScheduler;
+  private network?: NetworkStack;
   private reconcileTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private lastReconcile: { at: string; report?: ReconcileReport; error?: string } | undefined;
@@ -57,8 +59,15 @@ export class Agent {
       throw new BerthError('ERR_SOCKET_IN_USE', `another agent is serving ${pluginSocket}; stop it first or choose another --name`);
     }
     await mkdir(config.root, { recursive: true, mode: 0o700 });
+    // A watch that cannot resume (etcd compacted the revision it needed while unreachable) stops: the network
+    // state mirrors then list and watch again.
+    const onCompacted: { restart?: () => void } = {};
+    const onWatchError = (error: unknown): void => {
+      if (isBerthError(error, 'ERR_STATE_COMPACTED')) onCompacted.restart?.();
+      else log.warn({ err: errorMessage(error) }, 'state store watch interrupted; it keeps retrying');
+    };
     const store =
-      config.store.kind === 'etcd' ? await EtcdStateStore.open(config.store.endpoints) : await FileStateStore.open(join(config.root, 'state', 'berth.db'));
+      config.store.kind === 'etcd' ? await EtcdStateStore.open(config.store.endpoints, { onWatchError }) : await FileStateStore.open(join(config.root, 'state', 'berth.db'));
     this.store = store;
 
     // On a shared etcd every host keeps its own volumes: their data lives on that host.
@@ -88,11 +97,16 @@ export class Agent {
     if (leftovers.length > 0) log.warn({ snapshots: leftovers }, 'removed snapshots of backups a crash interrupted');
     log.info({ ...recovered, backend: backend.kind }, 'volume state recovered');
 
+    const network = await NetworkStack.start(config, store, engine, locks, log.child({ component: 'network' }));
+    this.network = network;
+    onCompacted.restart = () => void network.restartWatches();
+
     this.pluginServer = new SocketHttpServer(
       { path: pluginSocket, socketMode: 0o660, directoryMode: 0o755 },
-      createPluginApp([createVolumePluginApi(volumes)], log.child({ socket: 'plugin' }), config.bodyLimitBytes),
+      createPluginApp([createVolumePluginApi(volumes), ...network.pluginApis], log.child({ socket: 'plugin' }), config.bodyLimitBytes),
     );
     const adminRoutes = [
+      ...network.adminRoutes,
       ...createVolumeAdminRoutes(volumes),
       ...createSnapshotAdminRoutes(snapshots),
       ...createBackupAdminRoutes(backups),
@@ -119,6 +133,7 @@ export class Agent {
             adminSocket: adminSocketPath(config.runDir, config.name),
             volumes: { total: all.length, mounted: all.filter((volume) => volume.mountCount > 0).length },
             engine: engineState,
+            network: network.status(),
             lastReconcile: this.lastReconcile ?? null,
           };
         },
@@ -148,6 +163,7 @@ export class Agent {
     clearTimeout(this.reconcileTimer);
     this.scheduler?.stop();
     await Promise.all([this.pluginServer?.close(), this.adminServer?.close()]);
+    await this.network?.stop();
     await this.store?.close();
     this.log.info('agent stopped');
   }

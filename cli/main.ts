@@ -5,6 +5,7 @@ import { AdminClient } from './admin-client.js';
 import { cliDefaults } from './cli-config.js';
 import { runBackupCommand } from './commands/backup-command.js';
 import { runDoctorCommand } from './commands/doctor-command.js';
+import { runHostCommand, runNetworkCommand } from './commands/network-command.js';
 import { runSnapshotCommand } from './commands/snapshot-command.js';
 import { runStatusCommand } from './commands/status-command.js';
 import { runVolumeCommand } from './commands/volume-command.js';
@@ -15,7 +16,20 @@ export interface CliContext {
   readonly positionals: readonly string[];
   readonly force: boolean;
   /** Command options (--to, --from, --key, --compression, --full, --keep-last). */
-  readonly options: Readonly<{ to?: string; from?: string; key?: string; compression?: string; full?: boolean; 'keep-last'?: string; 'allow-escaping-symlinks'?: boolean }>;
+  readonly options: Readonly<{
+    to?: string;
+    from?: string;
+    key?: string;
+    compression?: string;
+    full?: boolean;
+    'keep-last'?: string;
+    'allow-escaping-symlinks'?: boolean;
+    subnet?: string;
+    gateway?: string;
+    'ip-range'?: string;
+    internal?: boolean;
+    opt?: readonly string[];
+  }>;
 }
 
 const USAGE = `usage: berth COMMAND [--name NAME] [--run-dir DIR] [--json]
@@ -39,6 +53,12 @@ commands:
   backup restore DIR/VOL/ID --to NEWVOL [--key FILE] [--allow-escaping-symlinks]
                          restore into a new volume (never over an existing one), verified
   backup keygen FILE     write a new random encryption key (AES-256-GCM)
+  host ls                list the cluster's hosts and whether they are alive
+  network ls             list Berth networks (cluster-wide)
+  network inspect NAME   show a network with its addresses per host
+  network create NAME [--subnet CIDR] [--gateway IP] [--ip-range CIDR] [--internal] [-o KEY=VALUE]...
+                         create a network through this host's engine; it appears on every host
+  network rm NAME        remove a network from the cluster (hosts keep it while their containers use it)
   doctor                 check the host, the engine and the agent
 
 options:
@@ -53,6 +73,8 @@ const COMMANDS: Record<string, (context: CliContext) => Promise<number>> = {
   doctor: runDoctorCommand,
   snapshot: runSnapshotCommand,
   backup: runBackupCommand,
+  host: runHostCommand,
+  network: runNetworkCommand,
 };
 
 export async function runCli(argv: readonly string[]): Promise<number> {
@@ -60,7 +82,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
   try {
     parsed = parseArgs({
       args: [...argv],
-      options: { name: { type: 'string' }, 'run-dir': { type: 'string' }, json: { type: 'boolean', default: false }, force: { type: 'boolean', default: false }, to: { type: 'string' }, from: { type: 'string' }, key: { type: 'string' }, compression: { type: 'string' }, full: { type: 'boolean', default: false }, 'keep-last': { type: 'string' }, 'allow-escaping-symlinks': { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } },
+      options: { name: { type: 'string' }, 'run-dir': { type: 'string' }, json: { type: 'boolean', default: false }, force: { type: 'boolean', default: false }, to: { type: 'string' }, from: { type: 'string' }, key: { type: 'string' }, compression: { type: 'string' }, full: { type: 'boolean', default: false }, 'keep-last': { type: 'string' }, 'allow-escaping-symlinks': { type: 'boolean', default: false }, subnet: { type: 'string' }, gateway: { type: 'string' }, 'ip-range': { type: 'string' }, internal: { type: 'boolean', default: false }, opt: { type: 'string', short: 'o', multiple: true }, help: { type: 'boolean', short: 'h', default: false } },
       allowPositionals: true,
       strict: true,
     });
@@ -92,6 +114,11 @@ export async function runCli(argv: readonly string[]): Promise<number> {
       full: full === true,
       ...(keepLast ? { 'keep-last': keepLast } : {}),
       'allow-escaping-symlinks': parsed.values['allow-escaping-symlinks'] === true,
+      ...(parsed.values.subnet ? { subnet: parsed.values.subnet } : {}),
+      ...(parsed.values.gateway ? { gateway: parsed.values.gateway } : {}),
+      ...(parsed.values['ip-range'] ? { 'ip-range': parsed.values['ip-range'] } : {}),
+      internal: parsed.values.internal === true,
+      opt: parsed.values.opt ?? [],
     };
     return await run({ client: new AdminClient(socket), json, positionals, force: parsed.values.force === true, options });
   } catch (error) {

@@ -30,15 +30,19 @@ export const RESULTS_END = '<!-- results:end -->';
 /**
  * Writes `results` as JSON to `out`, `markdown` to results.md beside it, and `table` between the
  * results markers of the README.md in the same directory (when there is one with both markers).
+ * `marker` names another pair of markers (`<!-- NAME:start -->`, `<!-- NAME:end -->`), for a README
+ * that shows the tables of more than one benchmark.
  */
-export function writeResultFiles(out: string, results: unknown, markdown: string, table: string): void {
+export function writeResultFiles(out: string, results: unknown, markdown: string, table: string, marker = 'results'): void {
   writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(mdPathFor(out), markdown);
   const readme = join(dirname(out), 'README.md');
   if (!existsSync(readme)) return;
+  const start = `<!-- ${marker}:start -->`;
+  const end = `<!-- ${marker}:end -->`;
   const text = readFileSync(readme, 'utf8');
-  const from = text.indexOf(RESULTS_START);
-  const to = text.indexOf(RESULTS_END);
+  const from = text.indexOf(start);
+  const to = text.indexOf(end);
   if (from < 0 || to < from) return;
-  writeFileSync(readme, `${text.slice(0, from + RESULTS_START.length)}\n${table}${text.slice(to)}`);
+  writeFileSync(readme, `${text.slice(0, from + start.length)}\n${table}${text.slice(to)}`);
 }

@@ -5,7 +5,7 @@
 //
 // See README.md next to this file for what is measured and how to read the figures.
 import { readFileSync } from 'node:fs';
-import { cpus, loadavg, release, totalmem } from 'node:os';
+import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startCluster, type Host } from '../../test/helpers/cluster.js';
@@ -14,6 +14,9 @@ import { repoRoot } from '../../test/helpers/repo-root.js';
 import { runCommand } from '../../test/helpers/run-command.js';
 import { BUSYBOX_IMAGE, ensureBusyboxImage } from '../../test/helpers/test-images.js';
 import { renderMarkdown, renderTable, type BenchResults, type DriverLifecycle, type DriverName, type Target } from './results.js';
+import { describeMachineBasics } from '../common/machine.js';
+import { runBenchmark } from '../common/main.js';
+import { integerOption } from '../common/options.js';
 import { describeSource, mdPathFor, writeResultFiles } from '../common/report.js';
 import { median, ratio, round, seededRandom, summarize, timed } from '../common/stats.js';
 
@@ -400,11 +403,7 @@ async function describeMachine(host: Host): Promise<Omit<BenchResults['machine']
   const df = await runCommand(['df', '--output=fstype,source', host.berthRoot]).catch(() => undefined);
   const storage = df?.code === 0 ? (df.stdout.trim().split('\n')[1] ?? '').trim().replace(/\s+/, ' on ') : 'unknown';
   return {
-    cpus: cpus().length,
-    cpuModel: cpus()[0]?.model.trim() ?? 'unknown',
-    memoryGiB: round(totalmem() / 1024 ** 3, 1),
-    kernel: release(),
-    node: process.version,
+    ...describeMachineBasics(),
     docker: { client, server },
     storage,
   };
@@ -434,34 +433,20 @@ function parseOptions(argv: string[]): Options {
     console.log(USAGE);
     process.exit(0);
   }
-  const int = (name: string, raw: string | undefined, fallback: number, min: number, max: number): number => {
-    if (raw === undefined) return fallback;
-    const value = Number(raw);
-    if (!Number.isInteger(value) || value < min || value > max) throw new Error(`--${name} must be an integer from ${min} to ${max}, got ${raw}`);
-    return value;
-  };
   return {
-    cycles: int('cycles', values.cycles, 200, 1, 100_000),
-    warmup: int('warmup', values.warmup, 5, 0, 1000),
-    block: int('block', values.block, 10, 1, 10_000),
-    volumes: int('volumes', values.volumes, 1000, 1, 100_000),
-    calls: int('calls', values.calls, 2000, 1, 1_000_000),
-    lists: int('lists', values.lists, 200, 1, 100_000),
-    lsRuns: int('ls-runs', values['ls-runs'], 10, 1, 1000),
-    concurrency: int('concurrency', values.concurrency, 4, 1, 64),
-    seed: int('seed', values.seed, 1, 0, 2 ** 32 - 1),
+    cycles: integerOption('cycles', values.cycles, 200, 1, 100_000),
+    warmup: integerOption('warmup', values.warmup, 5, 0, 1000),
+    block: integerOption('block', values.block, 10, 1, 10_000),
+    volumes: integerOption('volumes', values.volumes, 1000, 1, 100_000),
+    calls: integerOption('calls', values.calls, 2000, 1, 1_000_000),
+    lists: integerOption('lists', values.lists, 200, 1, 100_000),
+    lsRuns: integerOption('ls-runs', values['ls-runs'], 10, 1, 1000),
+    concurrency: integerOption('concurrency', values.concurrency, 4, 1, 64),
+    seed: integerOption('seed', values.seed, 1, 0, 2 ** 32 - 1),
     out: values.out === undefined ? join(repoRoot, 'bench', 'volume-lifecycle', 'results.json') : resolve(values.out),
     agentArgs: values['agent-arg'] ?? [],
     agentEntry: values['agent-entry'] === undefined ? undefined : resolve(values['agent-entry']),
   };
 }
 
-// Exit explicitly: the cluster helpers leave bounded timers behind (e.g. the 30 s stop timeout of
-// waitForChildExit), which would otherwise keep the process alive after the run.
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
-    process.exit(1);
-  },
-);
+runBenchmark(main);

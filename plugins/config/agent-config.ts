@@ -6,6 +6,7 @@ import type { LevelWithSilent } from 'pino';
 import { BerthError, errorMessage } from '../errors/berth-error.js';
 import { LOG_LEVELS } from '../logging/logger.js';
 import { formatByteSize, parseByteSize } from '../util/byte-size.js';
+import { parseDuration } from '../util/duration.js';
 import { PLUGIN_NAME_PATTERN } from './plugin-name.js';
 
 export type BackendChoice = 'auto' | 'dir' | 'btrfs';
@@ -33,6 +34,17 @@ export interface AgentConfig {
   readonly hostName: string;
   /** Largest request body accepted on either socket. */
   readonly bodyLimitBytes: number;
+  /** This host's underlay address: other hosts send VXLAN traffic here (the VTEP). */
+  readonly advertiseAddr?: string;
+  /** Subnets for networks created without --subnet come from here, one /networkPoolPrefix each. */
+  readonly networkPool: string;
+  readonly networkPoolPrefix: number;
+  /** UDP port of the VXLAN tunnels (the same on every host). */
+  readonly vxlanPort: number;
+  /** Lease TTL of this host's registration: how soon other hosts notice it is gone. */
+  readonly hostTtlSeconds: number;
+  /** How long a host must be gone before its addresses and address blocks are given to others. */
+  readonly reclaimAfterMs: number;
 }
 
 export const DEFAULT_CONFIG: AgentConfig = Object.freeze({
@@ -47,6 +59,11 @@ export const DEFAULT_CONFIG: AgentConfig = Object.freeze({
   logLevel: 'info',
   hostName: hostname(),
   bodyLimitBytes: 1024 * 1024,
+  networkPool: '10.210.0.0/16',
+  networkPoolPrefix: 24,
+  vxlanPort: 4789,
+  hostTtlSeconds: 10,
+  reclaimAfterMs: 3_600_000,
 });
 
 /** Flag name → (environment variable, config file key). */
@@ -62,6 +79,11 @@ const SETTINGS = {
   'docker-host': { env: 'BERTH_DOCKER_HOST', key: 'dockerHost' },
   'log-level': { env: 'BERTH_LOG_LEVEL', key: 'logLevel' },
   'host-name': { env: 'BERTH_HOST_NAME', key: 'hostName' },
+  'advertise-addr': { env: 'BERTH_ADVERTISE_ADDR', key: 'advertiseAddr' },
+  'network-pool': { env: 'BERTH_NETWORK_POOL', key: 'networkPool' },
+  'vxlan-port': { env: 'BERTH_VXLAN_PORT', key: 'vxlanPort' },
+  'host-ttl': { env: 'BERTH_HOST_TTL', key: 'hostTtl' },
+  'reclaim-after': { env: 'BERTH_RECLAIM_AFTER', key: 'reclaimAfter' },
 } as const;
 type SettingFlag = keyof typeof SETTINGS;
 
@@ -79,6 +101,14 @@ export const AGENT_USAGE = `usage: berth agent [options]
   --pool-size SIZE     size of a new pool file, units K, M, G, T, at least 256M (default 20G; env BERTH_POOL_SIZE)
   --docker-host URL    engine API socket (default unix:///var/run/docker.sock; env BERTH_DOCKER_HOST or DOCKER_HOST)
   --log-level LEVEL    ${LOG_LEVELS.join(', ')} (default info; env BERTH_LOG_LEVEL)
+  --advertise-addr IP  this host's underlay address, the VXLAN endpoint other hosts send to
+                       (default: none, single host; env BERTH_ADVERTISE_ADDR)
+  --network-pool CIDR[:PREFIX]  where subnets of networks created without --subnet come from
+                       (default 10.210.0.0/16:24; env BERTH_NETWORK_POOL)
+  --vxlan-port PORT    UDP port of the VXLAN tunnels, the same on every host (default 4789; env BERTH_VXLAN_PORT)
+  --host-ttl DURATION  lease of this host's registration; other hosts purge its entries this long after
+                       it stops (default 10s; env BERTH_HOST_TTL)
+  --reclaim-after DURATION  a host gone this long loses its addresses to the others (default 1h; env BERTH_RECLAIM_AFTER)
   --config FILE        JSON file with the same settings in camelCase (env BERTH_CONFIG)`;
 
 function invalid(message: string): BerthError {
@@ -146,8 +176,39 @@ export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv 
     logLevel: logLevel as LevelWithSilent,
     hostName: parseHostName(pick('host-name') ?? hostname()),
     bodyLimitBytes: DEFAULT_CONFIG.bodyLimitBytes,
+    ...parseNetworkSettings(pick),
   });
 }
+
+function parseNetworkSettings(pick: (flag: SettingFlag) => string | undefined): Pick<AgentConfig, 'advertiseAddr' | 'networkPool' | 'networkPoolPrefix' | 'vxlanPort' | 'hostTtlSeconds' | 'reclaimAfterMs'> {
+  const advertiseAddr = pick('advertise-addr');
+  if (advertiseAddr !== undefined && !IPV4.test(advertiseAddr)) throw invalid(`advertise-addr ${JSON.stringify(advertiseAddr)} must be an IPv4 address`);
+  const poolText = pick('network-pool') ?? `${DEFAULT_CONFIG.networkPool}:${DEFAULT_CONFIG.networkPoolPrefix}`;
+  const pool = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)(?::(\d+))?$/.exec(poolText);
+  const poolPrefix = Number(pool?.[2]);
+  const networkPrefix = pool?.[3] === undefined ? Math.max(24, poolPrefix) : Number(pool[3]);
+  if (!pool || !IPV4.test(pool[1]!) || poolPrefix < 8 || poolPrefix > 29 || networkPrefix < poolPrefix || networkPrefix > 29) {
+    throw invalid(`network-pool ${JSON.stringify(poolText)} must be CIDR[:PREFIX] such as 10.210.0.0/16:24 (pool /8 to /29, networks no larger than the pool)`);
+  }
+  const portText = pick('vxlan-port') ?? String(DEFAULT_CONFIG.vxlanPort);
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) throw invalid(`vxlan-port ${JSON.stringify(portText)} must be a port from 1 to 65535`);
+  const ttlText = pick('host-ttl');
+  const ttl = ttlText === undefined ? DEFAULT_CONFIG.hostTtlSeconds * 1000 : parseDuration(ttlText);
+  if (ttl === undefined || ttl < 2000 || ttl % 1000 !== 0) throw invalid(`host-ttl ${JSON.stringify(ttlText)} must be whole seconds, at least 2s, such as 10s`);
+  const reclaimText = pick('reclaim-after');
+  const reclaim = reclaimText === undefined ? DEFAULT_CONFIG.reclaimAfterMs : parseDuration(reclaimText);
+  if (reclaim === undefined) throw invalid(`reclaim-after ${JSON.stringify(reclaimText)} must be a duration such as 1h or 30m`);
+  return {
+    ...(advertiseAddr === undefined ? {} : { advertiseAddr }),
+    networkPool: `${pool[1]}/${poolPrefix}`,
+    networkPoolPrefix: networkPrefix,
+    vxlanPort: Number(portText),
+    hostTtlSeconds: ttl / 1000,
+    reclaimAfterMs: reclaim,
+  };
+}
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 function parseHostName(value: string): string {
   if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/.test(value)) throw invalid(`host name ${JSON.stringify(value)} must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}`);

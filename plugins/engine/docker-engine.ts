@@ -1,9 +1,9 @@
 import Docker from 'dockerode';
 import { BerthError, translateError } from '../errors/berth-error.js';
-import type { Engine, EngineContainer, EngineInfo, ExecResult } from './engine.js';
+import type { Engine, EngineContainer, EngineInfo, EngineNetwork, EngineNetworks, EngineNetworkSpec, ExecResult } from './engine.js';
 
 /** The engine through its API socket (dockerode), with a short timeout: never hold a plugin call hostage. */
-export class DockerEngine implements Engine {
+export class DockerEngine implements Engine, EngineNetworks {
   private readonly client: Docker;
 
   constructor(
@@ -92,6 +92,60 @@ export class DockerEngine implements Engine {
     }
   }
 
+  async listNetworks(driver: string): Promise<readonly EngineNetwork[]> {
+    try {
+      // The list endpoint leaves Containers empty: inspect each network of the driver.
+      const listed = (await this.client.listNetworks({ filters: { driver: [driver] } })) as NetworkInspect[];
+      const networks = await Promise.all(listed.filter((network) => network.Driver === driver).map((network) => this.inspectNetwork(network.Id)));
+      return networks.filter((network): network is EngineNetwork => network !== undefined);
+    } catch (error) {
+      throw translateError(error, 'ERR_ENGINE_UNAVAILABLE', `cannot list networks of the engine at ${this.endpoint}`);
+    }
+  }
+
+  async inspectNetwork(idOrName: string): Promise<EngineNetwork | undefined> {
+    try {
+      return toEngineNetwork((await this.client.getNetwork(idOrName).inspect()) as NetworkInspect);
+    } catch (error) {
+      if (statusCode(error) === 404) return undefined;
+      throw translateError(error, 'ERR_ENGINE_UNAVAILABLE', `cannot inspect network ${idOrName}`);
+    }
+  }
+
+  async createNetwork(spec: EngineNetworkSpec): Promise<string> {
+    try {
+      const created = await this.client.createNetwork({
+        Name: spec.name,
+        Driver: spec.driver,
+        CheckDuplicate: true,
+        Internal: spec.internal,
+        Options: { ...spec.options },
+        Labels: { ...spec.labels },
+        IPAM: {
+          Driver: spec.ipamDriver,
+          Config: spec.subnet ? [{ Subnet: spec.subnet, ...(spec.gateway ? { Gateway: spec.gateway } : {}), ...(spec.ipRange ? { IPRange: spec.ipRange } : {}) }] : [],
+          Options: { ...spec.ipamOptions },
+        },
+      });
+      return created.id;
+    } catch (error) {
+      if (statusCode(error) === 409) throw translateError(error, 'ERR_NETWORK_EXISTS', `the engine already has a network named ${spec.name}`);
+      throw translateError(error, 'ERR_ENGINE_UNAVAILABLE', `cannot create network ${spec.name}: ${errorText(error)}`);
+    }
+  }
+
+  async removeNetwork(idOrName: string): Promise<void> {
+    try {
+      await this.client.getNetwork(idOrName).remove();
+    } catch (error) {
+      if (statusCode(error) === 404) return;
+      if (statusCode(error) === 403 || /active endpoints/i.test(errorText(error))) {
+        throw translateError(error, 'ERR_NETWORK_IN_USE', `network ${idOrName} still has containers on this host`);
+      }
+      throw translateError(error, 'ERR_ENGINE_UNAVAILABLE', `cannot remove network ${idOrName}: ${errorText(error)}`);
+    }
+  }
+
   async startContainer(id: string): Promise<void> {
     try {
       await this.client.getContainer(id).start();
@@ -100,6 +154,30 @@ export class DockerEngine implements Engine {
       throw translateError(error, 'ERR_ENGINE_UNAVAILABLE', `cannot start container ${id}`);
     }
   }
+}
+
+/** What the engine answers for a network (GET /networks and /networks/{id}). */
+interface NetworkInspect {
+  Id: string;
+  Name: string;
+  Driver: string;
+  Labels?: Record<string, string> | null;
+  Containers?: Record<string, { EndpointID?: string; IPv4Address?: string; MacAddress?: string }> | null;
+}
+
+function toEngineNetwork(network: NetworkInspect): EngineNetwork {
+  return {
+    id: network.Id,
+    name: network.Name,
+    driver: network.Driver,
+    labels: network.Labels ?? {},
+    endpoints: Object.entries(network.Containers ?? {}).map(([containerId, endpoint]) => ({
+      containerId,
+      endpointId: endpoint.EndpointID ?? '',
+      ipv4: (endpoint.IPv4Address ?? '').split('/')[0] ?? '',
+      mac: endpoint.MacAddress ?? '',
+    })),
+  };
 }
 
 function statusCode(error: unknown): number | undefined {

@@ -29,7 +29,14 @@ export type BerthErrorCode =
   | 'ERR_BACKUP_CORRUPT'
   | 'ERR_BACKUP_TRUNCATED'
   | 'ERR_BACKUP_SOURCE_CHANGED'
-  | 'ERR_BACKUP_UNSAFE_ENTRY';
+  | 'ERR_BACKUP_UNSAFE_ENTRY'
+  | 'ERR_NETWORK_NOT_FOUND'
+  | 'ERR_NETWORK_EXISTS'
+  | 'ERR_NETWORK_IN_USE'
+  | 'ERR_SUBNET_OVERLAP'
+  | 'ERR_ADDRESS_IN_USE'
+  | 'ERR_ADDRESS_EXHAUSTED'
+  | 'ERR_DATAPLANE';
 
 /** HTTP status the admin API uses for each code; the Docker plugin API always answers 500 (the engine only reads `Err`). */
 const ADMIN_STATUS: Partial<Record<BerthErrorCode, number>> = {
@@ -49,6 +56,11 @@ const ADMIN_STATUS: Partial<Record<BerthErrorCode, number>> = {
   ERR_STATE_UNAVAILABLE: 503,
   ERR_ENGINE_UNAVAILABLE: 503,
   ERR_BACKUP_WRONG_KEY: 400,
+  ERR_NETWORK_NOT_FOUND: 404,
+  ERR_NETWORK_EXISTS: 409,
+  ERR_NETWORK_IN_USE: 409,
+  ERR_SUBNET_OVERLAP: 409,
+  ERR_ADDRESS_IN_USE: 409,
   ERR_BACKUP_CORRUPT: 422,
   ERR_BACKUP_TRUNCATED: 422,
 };

@@ -238,6 +238,12 @@ describe('PostgreSQL on Berth volumes through a real Docker Engine', function ()
     expect(inspect?.Driver).to.equal('berth');
     expect(inspect?.Options).to.include({ 'snapshot-every': '1h', 'snapshot-keep': '24', quiesce: 'exec' });
     await db.psql("CREATE TABLE orders (id serial PRIMARY KEY, item text); INSERT INTO orders (item) SELECT 'item-' || g FROM generate_series(1, 1000) g");
+    // The database is on the file's Berth network, and another container on that network reaches it.
+    const network = `${project}_backend`;
+    expect((await docker('network', 'inspect', '--format', '{{.Driver}} {{.IPAM.Driver}}', network)).stdout.trim()).to.equal('berth berth');
+    const dbAddress = (await docker('inspect', '--format', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, container)).stdout.trim();
+    expect(dbAddress).to.match(/^10\.90\.0\.\d+$/);
+    await docker('run', '--rm', '--network', network, '--entrypoint', 'pg_isready', POSTGRES_IMAGE, '-h', dbAddress, '-t', '20');
     // The schedule's first snapshot is taken at once.
     await waitUntil(async () => (JSON.parse(await berth('snapshot', 'ls', `${project}_pgdata`, '--json')) as Array<{ origin: string }>).some((snapshot) => snapshot.origin === 'scheduled'), { description: 'the scheduled snapshot', timeoutMs: 30_000, intervalMs: 1000 });
     const backupDir = join(host.dir, 'compose-backups');

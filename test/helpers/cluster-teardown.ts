@@ -166,7 +166,8 @@ export async function cleanupStaleClusters(): Promise<string[]> {
   return removed;
 }
 
-async function deleteNetns(netns: string): Promise<string | undefined> {
+/** Deletes `ip netns` name `netns`; resolves with a problem description, or undefined when it is gone. */
+export async function deleteNetns(netns: string): Promise<string | undefined> {
   if (!existsSync(`/run/netns/${netns}`)) return undefined;
   const result = await runCommand(['ip', 'netns', 'delete', netns], { timeoutMs: 30_000 });
   if (result.code !== 0 && existsSync(`/run/netns/${netns}`)) return `cannot delete netns ${netns}: ${result.stderr.trim()}`;
@@ -182,7 +183,7 @@ async function listNetns(): Promise<string[]> {
  * once no namespace is left, so a run leaves `mount` as it found it. A plain (not lazy) umount
  * fails harmlessly if another process just added a namespace.
  */
-async function releaseNetnsDir(): Promise<void> {
+export async function releaseNetnsDir(): Promise<void> {
   const dir = '/run/netns';
   if (!isMountPoint(dir) || safeReaddir(dir).length > 0 || mountsUnder(dir).length > 1) return;
   await runCommand(['umount', dir], { timeoutMs: 10_000 }).catch(() => undefined);

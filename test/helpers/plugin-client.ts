@@ -7,11 +7,16 @@ export interface RawResponse {
   readonly contentType: string | undefined;
 }
 
+export interface CallOptions {
+  /** Reject (and close the connection) when no complete answer came within this many milliseconds. */
+  readonly timeoutMs?: number;
+}
+
 /**
  * Calls a plugin method the way the engine does: POST, only an Accept header, no
  * Content-Type, and the body exactly as given (undefined sends an empty body).
  */
-export function callPlugin(socketPath: string, method: string, rawBody?: string, headers: Record<string, string> = {}): Promise<RawResponse> {
+export function callPlugin(socketPath: string, method: string, rawBody?: string, headers: Record<string, string> = {}, options: CallOptions = {}): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const req = request(
       {
@@ -36,6 +41,10 @@ export function callPlugin(socketPath: string, method: string, rawBody?: string,
       },
     );
     req.on('error', reject);
+    if (options.timeoutMs !== undefined) {
+      const timeoutMs = options.timeoutMs;
+      req.setTimeout(timeoutMs, () => req.destroy(new Error(`${method} on ${socketPath}: no answer within ${timeoutMs} ms`)));
+    }
     if (rawBody !== undefined) req.write(rawBody);
     req.end();
   });

@@ -111,8 +111,8 @@ function processState(pid: number): string | undefined {
   return statFields(pid)?.[0];
 }
 
-/** Fields of /proc/PID/stat after the command name: [0] is the state, [19] the start time. */
-function statFields(pid: number): string[] | undefined {
+/** Fields of /proc/PID/stat after the command name: [0] is the state, [11] and [12] user and system CPU time, [19] the start time. */
+export function statFields(pid: number): string[] | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2).split(' ');

@@ -33,8 +33,9 @@ describe('agent with the etcd state store', function () {
 
     const list = await callPlugin(agent.pluginSocket, 'VolumeDriver.List', goJson({}));
     expect((list.body.Volumes as Array<{ Name: string }>).map((volume) => volume.Name)).to.deep.equal(['web']);
-    const keys = await etcd.etcdctl(['get', '--prefix', '--keys-only', 'berth/']);
-    expect(keys.stdout.split('\n').filter((line) => line !== '')).to.deep.equal(['berth/hosts/host-a/volumes/web']);
+    const keys = (await etcd.etcdctl(['get', '--prefix', '--keys-only', 'berth/'])).stdout.split('\n').filter((line) => line !== '');
+    // Volume records are the host's own; the cluster keys are the host's registration (network driver).
+    expect(keys).to.deep.equal(['berth/cluster/hosts/host-a', 'berth/cluster/members/host-a', 'berth/hosts/host-a/volumes/web']);
 
     // Another host on the same etcd keeps its own volumes: host-a's data is not on host-b.
     const otherDir = `${temp.path}/host-b`;
@@ -61,7 +62,7 @@ describe('agent with the etcd state store', function () {
     expect(get.body.Volume).to.deep.include({ Name: 'web' });
     const removed = await callPlugin(agent.pluginSocket, 'VolumeDriver.Remove', goJson({ Name: 'web' }));
     expect(removed.status, removed.text).to.equal(200);
-    expect((await etcd.etcdctl(['get', '--prefix', '--keys-only', 'berth/'])).stdout.trim()).to.equal('');
+    expect((await etcd.etcdctl(['get', '--prefix', '--keys-only', 'berth/hosts/'])).stdout.trim()).to.equal('');
   });
 
   it('refuses to start when etcd does not answer, naming the endpoint', async () => {

@@ -63,7 +63,7 @@ describe('agent process: sockets, signals, CLI', function () {
     expect(rival.code).to.equal(1);
     expect(rival.stdout).to.contain(`another agent is serving ${agent.pluginSocket}`);
     expect(await exists(agent.pluginSocket), 'first agent keeps its socket').to.equal(true);
-    expect((await callPlugin(agent.pluginSocket, 'Plugin.Activate')).body).to.deep.equal({ Implements: ['VolumeDriver'] });
+    expect((await callPlugin(agent.pluginSocket, 'Plugin.Activate')).body).to.deep.equal({ Implements: ['VolumeDriver', 'NetworkDriver', 'IpamDriver'] });
   });
 
   it('stops gracefully on SIGTERM, unlinking both sockets', async () => {

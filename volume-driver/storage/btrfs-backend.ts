@@ -6,7 +6,7 @@ import { formatByteSize } from '../../plugins/util/byte-size.js';
 import { isValidVolumeName } from '../volume-name.js';
 import type { VolumeOptions } from '../volume-options.js';
 import { measureTree } from './measure-tree.js';
-import { execTool, runTool, toolError } from './run-tool.js';
+import { execTool, runTool, toolError } from '../../plugins/util/run-tool.js';
 import type { BackendCapabilities, BackendSnapshot, StorageBackend, VolumeUsage } from './storage-backend.js';
 import { applyOwnership, present, StorageLayout, syncDirectory, type TreeOps, volumeDirectoryExists } from './storage-layout.js';
 

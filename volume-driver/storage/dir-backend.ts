@@ -5,7 +5,7 @@ import type { Logger } from '../../plugins/logging/logger.js';
 import { isValidVolumeName } from '../volume-name.js';
 import type { VolumeOptions } from '../volume-options.js';
 import { measureTree } from './measure-tree.js';
-import { runTool } from './run-tool.js';
+import { runTool } from '../../plugins/util/run-tool.js';
 import type { BackendCapabilities, BackendSnapshot, StorageBackend, VolumeUsage } from './storage-backend.js';
 import { applyOwnership, present, StorageLayout, syncDirectory, type TreeOps, volumeDirectoryExists } from './storage-layout.js';
 

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { BerthError } from '../../plugins/errors/berth-error.js';
+import { BerthError, type BerthErrorCode } from '../errors/berth-error.js';
 
 export interface ToolResult {
   readonly code: number | null;
@@ -8,15 +8,15 @@ export interface ToolResult {
   readonly stderr: string;
 }
 
-/** Output beyond this is dropped (head kept); storage tools print little. */
+/** Output beyond this is dropped (head kept); the tools run this way print little. */
 const MAX_OUTPUT = 1024 * 1024;
 
 /**
- * Runs a storage tool (cp, btrfs, mkfs.btrfs, mount) from an argument array, never a shell
+ * Runs a system tool (cp, btrfs, mkfs.btrfs, mount, iptables) from an argument array, never a shell
  * string, and resolves whatever its exit status. Rejects only when it cannot start, with a
- * BerthError ERR_STORAGE whose message starts with `what` (which names the volume).
+ * BerthError of `code` whose message starts with `what` (which names the subject).
  */
-export function execTool(command: readonly string[], what: string): Promise<ToolResult> {
+export function execTool(command: readonly string[], what: string, code: BerthErrorCode = 'ERR_STORAGE'): Promise<ToolResult> {
   const [file, ...args] = command;
   if (file === undefined) return Promise.reject(new BerthError('ERR_INTERNAL', `${what}: empty command`));
   return new Promise((resolve, reject) => {
@@ -30,7 +30,7 @@ export function execTool(command: readonly string[], what: string): Promise<Tool
     child.stderr.on('data', collect(stderr));
     child.on('error', (error: NodeJS.ErrnoException) => {
       const reason = error.code === 'ENOENT' ? `${file} is not installed or not on PATH` : `cannot run ${file}: ${error.message}`;
-      reject(new BerthError('ERR_STORAGE', `${what}: ${reason}`, { cause: error, details: { command: [...command] } }));
+      reject(new BerthError(code, `${what}: ${reason}`, { cause: error, details: { command: [...command] } }));
     });
     child.on('close', (code, signal) => {
       resolve({ code, signal, stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8') });
@@ -39,16 +39,16 @@ export function execTool(command: readonly string[], what: string): Promise<Tool
 }
 
 /** Like execTool, but a non-zero exit is the one place it becomes a BerthError, keeping stderr. */
-export async function runTool(command: readonly string[], what: string): Promise<ToolResult> {
-  const result = await execTool(command, what);
-  if (result.code !== 0) throw toolError(command, what, result);
+export async function runTool(command: readonly string[], what: string, code: BerthErrorCode = 'ERR_STORAGE'): Promise<ToolResult> {
+  const result = await execTool(command, what, code);
+  if (result.code !== 0) throw toolError(command, what, result, code);
   return result;
 }
 
-export function toolError(command: readonly string[], what: string, result: ToolResult): BerthError {
+export function toolError(command: readonly string[], what: string, result: ToolResult, code: BerthErrorCode = 'ERR_STORAGE'): BerthError {
   const status = result.code === null ? `signal ${result.signal ?? 'unknown'}` : `exit code ${result.code}`;
   const output = (result.stderr.trim() || result.stdout.trim()).split('\n').slice(-10).join('\n');
-  return new BerthError('ERR_STORAGE', `${what}: ${command.join(' ')} failed with ${status}${output ? `: ${output}` : ''}`, {
+  return new BerthError(code, `${what}: ${command.join(' ')} failed with ${status}${output ? `: ${output}` : ''}`, {
     details: { command: [...command], exitCode: result.code, stderr: result.stderr },
   });
 }
