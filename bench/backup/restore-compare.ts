@@ -12,9 +12,10 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { generateBackupKey } from '../../volume-driver/backups/codec/encryption.js';
 import { BtrfsBackend } from '../../volume-driver/storage/btrfs-backend.js';
+import { log, runBenchmark } from '../common/main.js';
+import { integerOption, optionsOrUsage, parseBenchArgs } from '../common/options.js';
 import { median, round } from '../common/stats.js';
 import { applyPageWrites, DB_FILE, GiB, MiB, sha256File, SQL_FILE, writeRandomFile, writeSqlFile } from './dataset.js';
 import { compareRestored, dropCaches, flush } from './measure.js';
@@ -32,7 +33,6 @@ const USAGE = `usage: node dist/bench/backup/restore-compare.js [options]   (as 
   --work-dir DIR             where the temporary directory goes (default the OS temp dir)`;
 
 const VOLUME = 'db';
-const log = (message: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${message}`);
 
 interface Sample {
   seconds: number;
@@ -40,35 +40,16 @@ interface Sample {
   phases: string;
 }
 
-function stringOptions<const N extends string>(names: readonly N[]): Record<N, { type: 'string' }> {
-  return Object.fromEntries(names.map((name) => [name, { type: 'string' }])) as Record<N, { type: 'string' }>;
-}
-
 async function main(): Promise<number> {
   if (needsOwnMountNamespace()) return inOwnMountNamespace();
-  const { values } = parseArgs({
-    options: {
-      ...stringOptions(['rounds', 'tools', 'db-mib', 'sql-mib', 'pages', 'append-mib', 'seed', 'work-dir']),
-      'berth-worker': { type: 'string', multiple: true },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (values.help === true) {
-    console.log(USAGE);
-    return 0;
-  }
+  const options = optionsOrUsage(parseOptions, USAGE);
+  if (options === undefined) return 2;
   if (process.getuid?.() !== 0) {
     console.error('run as root: the benchmark mounts a btrfs pool and drops the page cache');
     return 2;
   }
-  const rounds = Number(values.rounds ?? 5);
-  const dbMiB = Number(values['db-mib'] ?? 320);
-  const sqlMiB = Number(values['sql-mib'] ?? 96);
-  const pages = Number(values.pages ?? 256);
-  const appendMiB = Number(values['append-mib'] ?? 4);
-  const seed = Number(values.seed ?? 1);
-  const wanted = (values.tools ?? 'berth,restic').split(',').map((name) => name.trim());
-  const work = await mkdtemp(join(resolve(values['work-dir'] ?? tmpdir()), 'berth-restore-compare-'));
+  const { rounds, dbMiB, sqlMiB, pages, appendMiB, seed, wanted } = options;
+  const work = await mkdtemp(join(options.workParent, 'berth-restore-compare-'));
   try {
     if (!(await dropCaches())) log('warning: cannot drop the page cache; restores read warm');
     const pool = await createPool(work, Math.max(4, Math.ceil(((dbMiB + sqlMiB + appendMiB) * MiB * (rounds + 4)) / GiB)) * GiB);
@@ -83,7 +64,7 @@ async function main(): Promise<number> {
     const repo = (name: string): string => join(work, 'repos', name);
     const tools: Tool[] = [];
     if (wanted.includes('berth')) tools.push(new BerthTool('berth', 'Berth zstd', repo('berth'), context));
-    for (const spec of values['berth-worker'] ?? []) {
+    for (const spec of options.berthWorkers) {
       const [label = '', path = ''] = spec.split('=');
       tools.push(new BerthTool('berth', `Berth ${label}`, repo(`berth-${label}`), { ...context, workerScript: resolve(path) }));
     }
@@ -155,10 +136,19 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
-    process.exit(1);
-  },
-);
+function parseOptions(argv: string[]) {
+  const { values, lists } = parseBenchArgs(argv, USAGE, ['rounds', 'tools', 'db-mib', 'sql-mib', 'pages', 'append-mib', 'seed', 'work-dir'], ['berth-worker']);
+  return {
+    rounds: integerOption('rounds', values.rounds, 5, 1, 50),
+    dbMiB: integerOption('db-mib', values['db-mib'], 320, 1, 64 * 1024),
+    sqlMiB: integerOption('sql-mib', values['sql-mib'], 96, 1, 64 * 1024),
+    pages: integerOption('pages', values.pages, 256, 0, 1_000_000),
+    appendMiB: integerOption('append-mib', values['append-mib'], 4, 0, 64 * 1024),
+    seed: integerOption('seed', values.seed, 1, 0, 2 ** 32 - 1),
+    wanted: (values.tools ?? 'berth,restic').split(',').map((name) => name.trim()),
+    berthWorkers: lists['berth-worker'] ?? [],
+    workParent: resolve(values['work-dir'] ?? tmpdir()),
+  };
+}
+
+runBenchmark(main);
