@@ -1,7 +1,7 @@
 /**
  * Checksums of stored objects on a worker thread, so that a restore's SHA-256 of a large object
- * runs beside its decompression instead of on the main thread. Requests are answered in order;
- * the thread never keeps the process alive.
+ * runs beside its decompression instead of on the main thread. Requests are answered in order.
+ * The thread keeps the process alive (a restore may be waiting for nothing else) until closed.
  */
 import { Worker } from 'node:worker_threads';
 import { BerthError } from '../../../plugins/errors/berth-error.js';
@@ -25,7 +25,6 @@ export class HashThread {
   #failure: Error | undefined;
 
   constructor() {
-    this.#worker.unref();
     this.#worker.on('message', (reply: HashReply) => {
       const pending = this.#pending.get(reply.id);
       this.#pending.delete(reply.id);
