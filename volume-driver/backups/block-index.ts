@@ -6,7 +6,8 @@
  * unchanged reuse the parent's hashes without being read.
  *
  * Serialized form (before compression/encryption): a sequence of records,
- * [u32 header length][header JSON][u32 hash bytes length][hashes], one per file.
+ * [u32 header length][header JSON][u32 hash bytes length][hashes], one per file; an incremental's
+ * own index may hold patch records instead, the changed blocks' hashes only (PatchEntry).
  */
 import { hash } from 'node:crypto';
 import { open } from 'node:fs/promises';
