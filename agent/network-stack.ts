@@ -39,6 +39,7 @@ export class NetworkStack {
   private readonly dataplane: Dataplane;
   private timer: NodeJS.Timeout | undefined;
   private readonly log: Logger;
+  private filtering: HostFiltering | undefined;
 
   private constructor(parts: { view: ClusterView; registry: HostRegistry; overlay: OverlayReconciler; sync: EngineNetworkSync; dataplane: Dataplane; pluginApis: PluginApi[]; adminRoutes: AdminRoute[]; log: Logger }) {
     this.log = parts.log;
@@ -72,6 +73,7 @@ export class NetworkStack {
     await registry.start();
     const ipam = new IpamService(view, locks, { defaultPool, defaultPrefix: config.networkPoolPrefix });
     const sync = new EngineNetworkSync(view, engine, dataplane, { driverName: config.name, reclaimAfterMs: config.reclaimAfterMs }, log.child({ component: 'network-sync' }));
+    const filtering = new HostFiltering(log);
     const networks = new NetworkService(
       view,
       ipam,
@@ -79,6 +81,7 @@ export class NetworkStack {
       locks,
       { driverName: config.name, vxlanPort: config.vxlanPort, underlayMtu: underlay?.mtu ?? 1500, ...(config.advertiseAddr ? { localVtep: config.advertiseAddr } : {}) },
       () => sync.request(),
+      () => filtering.ensure(),
     );
     const overlay = new OverlayReconciler(view, dataplane, (network) => networks.overlaySpec(network), log.child({ component: 'overlay' }));
     view.onChange((key) => {
@@ -96,7 +99,9 @@ export class NetworkStack {
       adminRoutes: createNetworkAdminRoutes(view, engine, config.name, (id) => networks.requestRemoval(id)),
       log,
     });
-    await stack.ensureFiltering(log);
+    stack.filtering = filtering;
+    // Firewall rules only on a host that has overlays: an agent serving volumes alone leaves iptables untouched.
+    if (view.localNetworks().size > 0) await filtering.ensure(true);
     overlay.requestFull();
     sync.requestEndpointCheck();
     stack.schedulePeriodic(log);
@@ -134,15 +139,6 @@ export class NetworkStack {
     await this.dataplane.close();
   }
 
-  /** The forwarding rule may be flushed by an operator or a firewall reload: checked on every full pass. */
-  private async ensureFiltering(log: Logger): Promise<void> {
-    try {
-      if ((await ensureBridgeForwarding()) > 0) log.info('added the iptables rules for overlay bridges (accept between them, no connection tracking)');
-    } catch (error) {
-      log.warn({ err: errorMessage(error) }, 'cannot ensure the overlay bridge forwarding rule; containers on one host may not reach each other while the engine filters bridges');
-    }
-  }
-
   private schedulePeriodic(log: Logger): void {
     this.timer = setTimeout(async () => {
       try {
@@ -150,11 +146,29 @@ export class NetworkStack {
       } catch (error) {
         log.warn({ err: errorMessage(error) }, 'cannot refresh network state from the store');
       }
-      await this.ensureFiltering(log);
+      if (this.view.localNetworks().size > 0) await this.filtering?.ensure(true);
       this.overlay.requestFull();
       this.sync.requestEndpointCheck();
       this.schedulePeriodic(log);
     }, FULL_PASS_INTERVAL_MS);
     this.timer.unref();
+  }
+}
+
+/** The iptables rules overlay bridges need (bridge-filter.ts): made before the first overlay, re-checked on full passes. */
+class HostFiltering {
+  private done = false;
+
+  constructor(private readonly log: Logger) {}
+
+  /** `recheck`: also when made before (an operator or a firewall reload may have flushed them). */
+  async ensure(recheck = false): Promise<void> {
+    if (this.done && !recheck) return;
+    try {
+      if ((await ensureBridgeForwarding()) > 0) this.log.info('added the iptables rules for overlay bridges (accept between them, no connection tracking)');
+      this.done = true;
+    } catch (error) {
+      this.log.warn({ err: errorMessage(error) }, 'cannot ensure the overlay bridge forwarding rule; containers on one host may not reach each other while the engine filters bridges');
+    }
   }
 }

@@ -54,6 +54,8 @@ export class NetworkService {
     private readonly settings: NetworkSettings,
     /** Notified when a network became active here, so its name is looked up on the engine. */
     private readonly onActivated: (engineNetworkId: string) => void,
+    /** Host-wide preparation an overlay needs (firewall rules), done only once this host has one. */
+    private readonly prepareHost: () => Promise<void> = async () => undefined,
   ) {}
 
   async createNetwork(request: CreateNetworkRequest, log: Logger): Promise<void> {
@@ -75,6 +77,7 @@ export class NetworkService {
       }
       const revision = await this.view.repository.putLocalNetwork({ engineNetworkId: request.engineNetworkId, network: active.id, createdAt: new Date().toISOString() });
       this.view.notePut(`${this.view.repository.localPrefix}${request.engineNetworkId}`, JSON.stringify({ engineNetworkId: request.engineNetworkId, network: active.id, createdAt: new Date().toISOString() }), revision);
+      await this.prepareHost();
       await this.dataplane.ensureOverlay(this.overlaySpec(active));
     });
     if (network.state === 'reserved') this.onActivated(request.engineNetworkId);
