@@ -1,5 +1,5 @@
 import type { PluginApi } from '../plugins/server/plugin-app.js';
-import { optionalStringMap, requiredString } from '../plugins/wire/request-fields.js';
+import { optionalString, optionalStringMap, requiredString } from '../plugins/wire/request-fields.js';
 import type { IpamService } from './ipam-service.js';
 
 /** The IpamDriver methods, one to one with the wire (docker-plugin-protocol.md §4). */
@@ -35,8 +35,3 @@ export function createIpamPluginApi(ipam: IpamService): PluginApi {
   };
 }
 
-/** A string field the engine sends empty when unset. */
-export function optionalString(body: Record<string, unknown>, field: string): string {
-  const value = body[field];
-  return typeof value === 'string' ? value : '';
-}

@@ -1,4 +1,5 @@
 import { BerthError } from '../plugins/errors/berth-error.js';
+import { optionalStringMap } from '../plugins/wire/request-fields.js';
 
 /** What `docker network create -o k=v` may set on a Berth network. */
 export interface NetworkOptions {
@@ -43,13 +44,5 @@ function integerOption(key: string, value: string, min: number, max: number): nu
 
 /** The user's `-o` options from CreateNetwork's option map (`com.docker.network.generic`). */
 export function genericOptions(options: Record<string, unknown>): Record<string, string> {
-  const generic = options['com.docker.network.generic'];
-  if (generic === undefined || generic === null) return {};
-  if (typeof generic !== 'object' || Array.isArray(generic)) throw new BerthError('ERR_INVALID_REQUEST', 'com.docker.network.generic must be an object');
-  const result: Record<string, string> = {};
-  for (const [key, value] of Object.entries(generic)) {
-    if (typeof value !== 'string') throw new BerthError('ERR_INVALID_OPTION', `network option ${key} must be a string, got ${JSON.stringify(value)}`);
-    result[key] = value;
-  }
-  return result;
+  return optionalStringMap(options, 'com.docker.network.generic');
 }

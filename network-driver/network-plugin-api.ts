@@ -1,9 +1,8 @@
 import { BerthError } from '../plugins/errors/berth-error.js';
 import type { PluginApi } from '../plugins/server/plugin-app.js';
-import { requiredString } from '../plugins/wire/request-fields.js';
+import { optionalString, requiredString } from '../plugins/wire/request-fields.js';
 import { genericOptions } from './network-options.js';
 import type { NetworkService } from './network-service.js';
-import { optionalString } from './ipam-plugin-api.js';
 
 /**
  * The NetworkDriver methods, one to one with the wire (docker-plugin-protocol.md §3). Local scope: the

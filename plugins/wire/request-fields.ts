@@ -21,3 +21,9 @@ export function optionalStringMap(body: Record<string, unknown>, field: string):
   }
   return result;
 }
+
+/** An optional string field; the engine sends it empty (or leaves it out) when unset. */
+export function optionalString(body: Record<string, unknown>, field: string): string {
+  const value = body[field];
+  return typeof value === 'string' ? value : '';
+}
