@@ -36,7 +36,16 @@ export type BerthErrorCode =
   | 'ERR_SUBNET_OVERLAP'
   | 'ERR_ADDRESS_IN_USE'
   | 'ERR_ADDRESS_EXHAUSTED'
-  | 'ERR_DATAPLANE';
+  | 'ERR_DATAPLANE'
+  | 'ERR_PEER_UNAVAILABLE'
+  | 'ERR_PEER_AUTH'
+  | 'ERR_TRANSFER_CORRUPT'
+  | 'ERR_VOLUME_MOUNTED_ELSEWHERE'
+  | 'ERR_VOLUME_FENCED'
+  | 'ERR_OWNER_UNAVAILABLE'
+  | 'ERR_CATCH_UP_INCOMPLETE'
+  | 'ERR_REPLICATION'
+  | 'ERR_NOT_SUPPORTED';
 
 /** HTTP status the admin API uses for each code; the Docker plugin API always answers 500 (the engine only reads `Err`). */
 const ADMIN_STATUS: Partial<Record<BerthErrorCode, number>> = {
@@ -63,6 +72,14 @@ const ADMIN_STATUS: Partial<Record<BerthErrorCode, number>> = {
   ERR_ADDRESS_IN_USE: 409,
   ERR_BACKUP_CORRUPT: 422,
   ERR_BACKUP_TRUNCATED: 422,
+  ERR_PEER_UNAVAILABLE: 503,
+  ERR_PEER_AUTH: 403,
+  ERR_TRANSFER_CORRUPT: 422,
+  ERR_VOLUME_MOUNTED_ELSEWHERE: 409,
+  ERR_VOLUME_FENCED: 409,
+  ERR_OWNER_UNAVAILABLE: 503,
+  ERR_CATCH_UP_INCOMPLETE: 503,
+  ERR_NOT_SUPPORTED: 400,
 };
 
 export interface BerthErrorOptions {
