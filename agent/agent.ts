@@ -26,8 +26,10 @@ import { createVolumeAdminRoutes } from '../volume-driver/volume-admin-routes.js
 import { createVolumePluginApi } from '../volume-driver/volume-plugin-api.js';
 import { VolumeRepository } from '../volume-driver/volume-repository.js';
 import { VolumeService } from '../volume-driver/volume-service.js';
+import type { VolumeDriverOps } from '../volume-driver/volume-driver-ops.js';
 import { runDoctor } from './doctor.js';
 import { NetworkStack } from './network-stack.js';
+import { ReplicationStack } from './replication-stack.js';
 
 const RECONCILE_INTERVAL_MS = 60_000;
 
@@ -41,6 +43,7 @@ export class Agent {
   private store?: StateStore;
   private scheduler?: SnapshotScheduler;
   private network?: NetworkStack;
+  private replication?: ReplicationStack;
   private reconcileTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private lastReconcile: { at: string; report?: ReconcileReport; error?: string } | undefined;
@@ -87,6 +90,8 @@ export class Agent {
       usage: new UsageTracker(backend, log.child({ component: 'usage' })),
       reconciler,
       log: log.child({ component: 'volumes' }),
+      // On a shared store ClusteredVolumes decides; a single host has no other host to keep copies on.
+      ...(config.store.kind === 'etcd' ? {} : { replicasUnavailable: 'a shared etcd store (--store etcd://...) with the btrfs backend and the peer port on every host' }),
     });
     const snapshots = new SnapshotService({ repository, backend, locks, engine, driverName: config.name, log: log.child({ component: 'snapshots' }) });
     this.scheduler = new SnapshotScheduler(repository, snapshots, log.child({ component: 'snapshot-schedule' }));
@@ -99,15 +104,26 @@ export class Agent {
 
     const network = await NetworkStack.start(config, store, engine, locks, log.child({ component: 'network' }));
     this.network = network;
-    onCompacted.restart = () => void network.restartWatches();
+    let volumeOps: VolumeDriverOps = volumes;
+    if (config.store.kind === 'etcd') {
+      const live = { liveHostNames: () => new Set(network.liveHosts().keys()) };
+      this.replication = await ReplicationStack.start({ config, store, volumes, backend, engine, live, log });
+      volumeOps = this.replication.volumes;
+    }
+    const replication = this.replication;
+    onCompacted.restart = () => {
+      void network.restartWatches();
+      void replication?.service.restartWatch();
+    };
 
     this.pluginServer = new SocketHttpServer(
       { path: pluginSocket, socketMode: 0o660, directoryMode: 0o755 },
-      createPluginApp([createVolumePluginApi(volumes), ...network.pluginApis], log.child({ socket: 'plugin' }), config.bodyLimitBytes),
+      createPluginApp([createVolumePluginApi(volumeOps), ...network.pluginApis], log.child({ socket: 'plugin' }), config.bodyLimitBytes),
     );
     const adminRoutes = [
       ...network.adminRoutes,
-      ...createVolumeAdminRoutes(volumes),
+      ...createVolumeAdminRoutes(volumeOps),
+      ...(replication?.adminRoutes ?? []),
       ...createSnapshotAdminRoutes(snapshots),
       ...createBackupAdminRoutes(backups),
       {
@@ -163,6 +179,7 @@ export class Agent {
     clearTimeout(this.reconcileTimer);
     this.scheduler?.stop();
     await Promise.all([this.pluginServer?.close(), this.adminServer?.close()]);
+    await this.replication?.stop();
     await this.network?.stop();
     await this.store?.close();
     this.log.info('agent stopped');

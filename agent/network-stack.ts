@@ -52,7 +52,7 @@ export class NetworkStack {
     this.adminRoutes = parts.adminRoutes;
   }
 
-  static async start(config: AgentConfig, store: StateStore, engine: EngineNetworks, locks: KeyedMutex, log: Logger): Promise<NetworkStack> {
+  static async start(config: AgentConfig, store: StateStore, engine: EngineNetworks, locks: KeyedMutex, log: Logger, peerPort?: number): Promise<NetworkStack> {
     const dataplane = new NetlinkDataplane();
     const underlay = await dataplane.underlay(config.advertiseAddr).catch((error: unknown) => {
       if (config.advertiseAddr !== undefined) {
@@ -69,7 +69,11 @@ export class NetworkStack {
 
     const view = new ClusterView(new NetworkRepository(store, config.hostName), log.child({ component: 'network-state' }));
     await view.start();
-    const registry = new HostRegistry(view, { ttlSeconds: config.hostTtlSeconds, version: BERTH_VERSION, ...(config.advertiseAddr ? { address: config.advertiseAddr } : {}) }, log.child({ component: 'host-registry' }));
+    const registry = new HostRegistry(
+      view,
+      { ttlSeconds: config.hostTtlSeconds, version: BERTH_VERSION, ...(config.advertiseAddr ? { address: config.advertiseAddr } : {}), ...(peerPort ? { peerPort } : {}) },
+      log.child({ component: 'host-registry' }),
+    );
     await registry.start();
     const ipam = new IpamService(view, locks, { defaultPool, defaultPrefix: config.networkPoolPrefix });
     const sync = new EngineNetworkSync(view, engine, dataplane, { driverName: config.name, reclaimAfterMs: config.reclaimAfterMs }, log.child({ component: 'network-sync' }));
@@ -106,6 +110,11 @@ export class NetworkStack {
     sync.requestEndpointCheck();
     stack.schedulePeriodic(log);
     return stack;
+  }
+
+  /** Hosts whose registration lease is current, with their underlay address and peer port. */
+  liveHosts(): ReadonlyMap<string, { readonly address?: string; readonly peerPort?: number }> {
+    return this.view.liveHosts();
   }
 
   status(): Record<string, unknown> {

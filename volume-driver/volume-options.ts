@@ -30,6 +30,14 @@ export interface VolumeOptions {
   readonly backupKey?: string;
   /** Create the volume as a clone of this snapshot (`from-snapshot=VOLUME@SNAPSHOT`). */
   readonly fromSnapshot?: { readonly volume: string; readonly snapshot: string };
+  /** Copies kept of the volume, the owner's included (`replicas`; default 1, on a shared etcd only). */
+  readonly replicas?: number;
+  /** Hosts that keep the copies (`replica-hosts`, comma-separated); chosen automatically when absent. */
+  readonly replicaHosts?: readonly string[];
+  /** Whether a live replica takes over by itself when the owner host is gone (`failover`; default manual). */
+  readonly failover?: 'auto' | 'manual';
+  /** How often the owner ships changes to the replicas (`replicate-every`; default 2s). */
+  readonly replicateEveryMs?: number;
 }
 
 interface OptionSpec {
@@ -41,6 +49,8 @@ const MAX_ID = 2 ** 32 - 2;
 /** Smaller limits leave no room for a filesystem's own metadata; every write would fail. */
 const MIN_SIZE_BYTES = 1024 * 1024;
 const MIN_SNAPSHOT_INTERVAL_MS = 10_000;
+const MAX_REPLICAS = 9;
+const HOST_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 
 function absolutePathOption(key: string, value: string): string {
   if (!value.startsWith('/') || value.includes('\0') || value.split('/').includes('..')) throw new BerthError('ERR_INVALID_OPTION', `option ${key}=${JSON.stringify(value)} must be an absolute path without ".."`);
@@ -115,6 +125,36 @@ const OPTION_SPECS: Readonly<Record<string, OptionSpec>> = {
     description: 'with from-backup: absolute path of the key file of an encrypted backup',
     apply: (value, into) => (into.backupKey = absolutePathOption('backup-key', value)),
   },
+  replicas: {
+    description: `copies of the volume kept on different hosts, the owner's included (1 to ${MAX_REPLICAS}; needs a shared etcd store and the btrfs backend)`,
+    apply: (value, into) => {
+      if (!/^\d$/.test(value) || Number(value) < 1 || Number(value) > MAX_REPLICAS) throw new BerthError('ERR_INVALID_OPTION', `option replicas=${JSON.stringify(value)} must be a whole number from 1 to ${MAX_REPLICAS}`);
+      into.replicas = Number(value);
+    },
+  },
+  'replica-hosts': {
+    description: 'with replicas: the hosts that keep the copies, comma-separated (default: chosen among live hosts)',
+    apply: (value, into) => {
+      const hosts = value.split(',').map((host) => host.trim());
+      if (hosts.some((host) => !HOST_NAME.test(host))) throw new BerthError('ERR_INVALID_OPTION', `option replica-hosts=${JSON.stringify(value)} must be host names separated by commas`);
+      into.replicaHosts = hosts;
+    },
+  },
+  failover: {
+    description: 'when the owner host is gone: auto (a Mount elsewhere promotes the most up-to-date live replica) or manual (default; berth volume promote)',
+    apply: (value, into) => {
+      if (value !== 'auto' && value !== 'manual') throw new BerthError('ERR_INVALID_OPTION', `option failover=${JSON.stringify(value)} must be auto or manual`);
+      into.failover = value;
+    },
+  },
+  'replicate-every': {
+    description: 'how often the owner ships changes to the replicas, e.g. 2s, 30s (at least 1s; default 2s)',
+    apply: (value, into) => {
+      const ms = parseDuration(value);
+      if (ms === undefined || ms < 1000) throw new BerthError('ERR_INVALID_OPTION', `option replicate-every=${JSON.stringify(value)} must be a duration of at least 1s such as 2s`);
+      into.replicateEveryMs = ms;
+    },
+  },
   'from-snapshot': {
     description: 'create the volume as a copy of a snapshot: VOLUME@SNAPSHOT',
     apply: (value, into) => {
@@ -145,6 +185,10 @@ export function parseVolumeOptions(raw: Readonly<Record<string, string>>): Volum
   if (parsed.quiesce === 'exec' && parsed.quiescePre === undefined) throw new BerthError('ERR_INVALID_OPTION', 'option quiesce=exec needs quiesce-pre (the command that makes the data consistent)');
   if ((parsed.quiescePre !== undefined || parsed.quiescePost !== undefined) && parsed.quiesce !== 'exec') {
     throw new BerthError('ERR_INVALID_OPTION', 'options quiesce-pre and quiesce-post need quiesce=exec');
+  }
+  if (parsed.replicaHosts !== undefined && (parsed.replicas ?? 1) < 2) throw new BerthError('ERR_INVALID_OPTION', 'option replica-hosts needs replicas of at least 2');
+  if ((parsed.failover !== undefined || parsed.replicateEveryMs !== undefined) && (parsed.replicas ?? 1) < 2) {
+    throw new BerthError('ERR_INVALID_OPTION', 'options failover and replicate-every need replicas of at least 2');
   }
   return Object.freeze(parsed);
 }

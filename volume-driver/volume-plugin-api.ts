@@ -1,10 +1,11 @@
 import type { PluginApi } from '../plugins/server/plugin-app.js';
 import { optionalStringMap, requiredString } from '../plugins/wire/request-fields.js';
 import type { VolumeCapabilitiesResponse, VolumeGetResponse, VolumeListResponse, VolumeMountResponse, WireVolume } from '../plugins/wire/volume-wire.js';
-import type { VolumeService, VolumeView } from './volume-service.js';
+import type { VolumeDriverOps } from './volume-driver-ops.js';
+import type { VolumeView } from './volume-service.js';
 
 /** The eight VolumeDriver methods, one to one with the wire (docker-plugin-protocol.md §2). */
-export function createVolumePluginApi(volumes: VolumeService): PluginApi {
+export function createVolumePluginApi(volumes: VolumeDriverOps): PluginApi {
   return {
     implements: 'VolumeDriver',
     methods: {
@@ -46,6 +47,7 @@ export function toWireVolume(volume: VolumeView): WireVolume {
       mountCount: volume.mountCount,
       ...(volume.snapshots !== undefined ? { snapshots: volume.snapshots } : {}),
       ...(volume.options.size !== undefined ? { sizeLimit: volume.options.size } : {}),
+      ...(volume.replication !== undefined ? { replication: volume.replication } : {}),
     },
   };
 }

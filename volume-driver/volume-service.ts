@@ -21,6 +21,8 @@ export interface VolumeView {
   readonly usageMeasuredAt: string | null;
   /** Number of snapshots; only on single-volume reads (null when the backend could not say). */
   readonly snapshots?: number | null;
+  /** Owner, epoch and replicas with their lag, for volumes kept on a shared store. */
+  readonly replication?: Readonly<Record<string, unknown>>;
 }
 
 export interface VolumeServiceDeps {
@@ -36,6 +38,8 @@ export interface VolumeServiceDeps {
   readonly locks?: KeyedMutex;
   /** Restores the backup at `source` (a backup's directory) into the empty directory `destination`. */
   readonly restoreBackup?: (source: string, keyPath: string | undefined, destination: string, log: Logger) => Promise<void>;
+  /** Why `replicas` above 1 cannot be honoured here (absent: the caller handles replication). */
+  readonly replicasUnavailable?: string;
 }
 
 /**
@@ -72,6 +76,59 @@ export class VolumeService {
     this.checkSupported(options);
     if (options.fromSnapshot || options.fromBackup) throw new BerthError('ERR_INVALID_OPTION', 'a restored volume cannot also take from-snapshot or from-backup');
     return this.createLocked(name, rawOptions, options, fill, log);
+  }
+
+  /**
+   * Takes over a volume whose data `make` produces at the volume's path (a replica made live on
+   * promotion). Like create, the volume is invisible until `make` succeeds and rolled back if it fails.
+   */
+  async adopt(name: string, rawOptions: Readonly<Record<string, string>>, make: () => Promise<void>, log: Logger = this.deps.log): Promise<VolumeView> {
+    validateVolumeName(name);
+    const options = parseVolumeOptions(rawOptions);
+    return this.locks.run(name, async () => {
+      if (await this.deps.repository.get(name)) throw new BerthError('ERR_VOLUME_EXISTS', `volume ${name} already has live data on this host`);
+      const creating: VolumeRecord = { name, state: 'creating', backend: this.deps.backend.kind, options: { ...rawOptions }, createdAt: new Date().toISOString(), mounts: {} };
+      const revision = await this.deps.repository.put(creating, 0);
+      try {
+        await make();
+      } catch (error) {
+        await this.deps.repository.delete(name, revision).catch((rollbackError: unknown) => log.error({ err: rollbackError }, 'could not roll back the volume record; the next start will'));
+        throw error;
+      }
+      const ready: VolumeRecord = { ...creating, state: 'ready' };
+      await this.deps.repository.put(ready, revision);
+      log.info({ sizeLimit: options.sizeBytes ?? null }, 'volume taken over from its replica');
+      return this.view(ready);
+    });
+  }
+
+  /**
+   * Gives up this host's live copy (another host owns the volume now): `drop` deletes the data, the
+   * record goes after it. Refused while mounted.
+   */
+  async relinquish(name: string, drop: () => Promise<void>, log: Logger = this.deps.log): Promise<void> {
+    await this.locks.run(name, async () => {
+      const current = await this.deps.repository.get(name);
+      if (!current) return;
+      const count = mountCount(current.record);
+      if (count > 0) throw new BerthError('ERR_VOLUME_IN_USE', `volume ${name} is still mounted on this host (${count} mount${count > 1 ? 's' : ''})`);
+      const revision = await this.deps.repository.put({ ...current.record, state: 'removing' }, current.revision);
+      await drop();
+      await this.deps.repository.delete(name, revision);
+      this.deps.usage.forget(name);
+      log.info('live copy of the volume given up');
+    });
+  }
+
+  /** Mount references this host holds on the volume (0 when it has no live copy). */
+  async localMountCount(name: string): Promise<number> {
+    const current = await this.deps.repository.get(name);
+    return current ? mountCount(current.record) : 0;
+  }
+
+  /** Whether this host has the volume's live data (a ready local record). */
+  async hasLiveCopy(name: string): Promise<boolean> {
+    return (await this.deps.repository.get(name))?.record.state === 'ready';
   }
 
   private async createLocked(name: string, rawOptions: Readonly<Record<string, string>>, options: VolumeOptions, fill: ((path: string) => Promise<void>) | undefined, log: Logger): Promise<VolumeView> {
@@ -266,6 +323,9 @@ export class VolumeService {
     if (options.sizeBytes !== undefined && !backend.capabilities.sizeLimit) {
       throw new BerthError('ERR_INVALID_OPTION', `option size needs a backend that enforces size limits (btrfs); this agent uses ${backend.kind}`);
     }
+    if ((options.replicas ?? 1) > 1 && this.deps.replicasUnavailable !== undefined) {
+      throw new BerthError('ERR_NOT_SUPPORTED', `option replicas needs ${this.deps.replicasUnavailable}`);
+    }
   }
 
   private async requireSnapshot(volume: string, snapshot: string): Promise<void> {
@@ -299,7 +359,7 @@ export class VolumeService {
   }
 }
 
-function sameOptions(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+export function sameOptions(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
   const keys = Object.keys(a);
   return keys.length === Object.keys(b).length && keys.every((key) => a[key] === b[key]);
 }

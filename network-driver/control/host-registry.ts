@@ -8,6 +8,7 @@ export interface HostRegistrySettings {
   /** Lease TTL: how long after its agent stops the other hosts consider this host dead. */
   readonly ttlSeconds: number;
   readonly address?: string;
+  readonly peerPort?: number;
   readonly version: string;
 }
 
@@ -58,6 +59,7 @@ export class HostRegistry {
       version: this.settings.version,
       startedAt: this.startedAt,
       ...(this.settings.address ? { address: this.settings.address } : {}),
+      ...(this.settings.peerPort ? { peerPort: this.settings.peerPort } : {}),
     };
     await this.view.repository.registerHost(record, lease);
     this.lease = lease;

@@ -72,6 +72,8 @@ export interface HostRecord {
   readonly name: string;
   /** Underlay address other hosts send VXLAN traffic to (the VTEP); absent on a single host without one. */
   readonly address?: string;
+  /** The agent's authenticated peer port (on `address`), when it has one. */
+  readonly peerPort?: number;
   readonly version: string;
   readonly startedAt: string;
 }
@@ -201,7 +203,7 @@ export function parseHostRecord(key: string, text: string): HostRecord {
     name: str(key, fields, 'name'),
     version: str(key, fields, 'version'),
     startedAt: str(key, fields, 'startedAt'),
-    ...defined({ address: optionalStr(key, fields, 'address') }),
+    ...defined({ address: optionalStr(key, fields, 'address'), peerPort: optionalInt(key, fields, 'peerPort') }),
   };
 }
 

@@ -107,7 +107,7 @@ describe('volume driver over the plugin socket', () => {
   it('refuses unknown options with the list of known keys, leaving nothing behind', async () => {
     const response = await call('Create', { Name: 'opts', Opts: { sise: '1G', colour: 'blue' } });
     expect(response.status).to.equal(500);
-    expect(response.body.Err).to.equal('unknown options colour, sise; known options: backup-key, from-backup, from-snapshot, gid, mode, quiesce, quiesce-post, quiesce-pre, size, snapshot-every, snapshot-keep, uid');
+    expect(response.body.Err).to.equal('unknown options colour, sise; known options: backup-key, failover, from-backup, from-snapshot, gid, mode, quiesce, quiesce-post, quiesce-pre, replica-hosts, replicas, replicate-every, size, snapshot-every, snapshot-keep, uid');
     const badValue = await call('Create', { Name: 'opts', Opts: { mode: '999' } });
     expect(badValue.body.Err).to.equal('option mode="999" must be octal permissions such as 0755');
     const unsupported = await call('Create', { Name: 'opts', Opts: { size: '1G' } });

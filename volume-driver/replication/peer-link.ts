@@ -1,0 +1,43 @@
+import type { Readable } from 'node:stream';
+
+/** A stream from a peer whose end-to-end checksum is checked once it has been read to the end. */
+export interface VerifiedStream {
+  readonly body: Readable;
+  /** Resolves when the whole body arrived with a matching checksum; rejects on a cut or a mismatch. */
+  readonly verified: Promise<void>;
+}
+
+/**
+ * What replication needs from the authenticated peer port, by host name (the implementation resolves
+ * the host's address and port from the cluster's membership and checks the peer's certificate names it).
+ */
+export interface PeerLink {
+  json<T>(host: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T>;
+  stream(host: string, path: string): Promise<VerifiedStream>;
+}
+
+/** The hosts whose agents are alive now (their membership lease is current). */
+export interface LiveHosts {
+  liveHostNames(): ReadonlySet<string>;
+}
+
+/** A request a peer made, after its certificate named it `peer`. */
+export interface PeerRequest {
+  readonly peer: string;
+  readonly params: Readonly<Record<string, string>>;
+  readonly query: URLSearchParams;
+  /** Parsed JSON body of a POST (undefined without one). */
+  readonly body: unknown;
+}
+
+/** A reply streamed to the peer with an end-to-end checksum. */
+export interface PeerStreamReply {
+  readonly stream: AsyncIterable<Buffer>;
+}
+
+export interface PeerRoute {
+  readonly method: 'GET' | 'POST';
+  /** Path pattern with `:name` parameters. */
+  readonly path: string;
+  readonly handler: (request: PeerRequest) => Promise<unknown>;
+}

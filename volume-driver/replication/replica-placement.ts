@@ -1,0 +1,33 @@
+import { BerthError } from '../../plugins/errors/berth-error.js';
+import type { ClusterVolumeRecord } from './replication-records.js';
+
+/**
+ * Chooses the hosts that keep copies of a new volume: the ones named, else the live hosts (not the owner)
+ * holding the fewest replicas, so copies spread across the cluster. Refuses rather than under-replicate.
+ */
+export function placeReplicas(input: {
+  owner: string;
+  copies: number;
+  named?: readonly string[];
+  live: ReadonlySet<string>;
+  existing: readonly ClusterVolumeRecord[];
+}): string[] {
+  const wanted = input.copies - 1;
+  if (wanted <= 0) return [];
+  if (input.named !== undefined) {
+    const named = [...new Set(input.named)];
+    const problems = named.filter((host) => host === input.owner || !input.live.has(host));
+    if (problems.length > 0) {
+      throw new BerthError('ERR_INVALID_OPTION', `option replica-hosts names ${problems.join(', ')}, which ${problems.length > 1 ? 'are' : 'is'} not a live host other than this one (live: ${[...input.live].sort().join(', ')})`);
+    }
+    if (named.length !== wanted) throw new BerthError('ERR_INVALID_OPTION', `option replica-hosts names ${named.length} host(s) but replicas=${input.copies} needs ${wanted}`);
+    return named;
+  }
+  const load = new Map<string, number>();
+  for (const record of input.existing) for (const host of record.replicaHosts) load.set(host, (load.get(host) ?? 0) + 1);
+  const candidates = [...input.live].filter((host) => host !== input.owner).sort((a, b) => (load.get(a) ?? 0) - (load.get(b) ?? 0) || a.localeCompare(b));
+  if (candidates.length < wanted) {
+    throw new BerthError('ERR_INVALID_OPTION', `option replicas=${input.copies} needs ${wanted} other live host(s); live hosts besides this one: ${candidates.length > 0 ? candidates.join(', ') : 'none'}`);
+  }
+  return candidates.slice(0, wanted);
+}
