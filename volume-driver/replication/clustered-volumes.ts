@@ -55,7 +55,7 @@ export class ClusteredVolumes implements VolumeDriverOps {
       mounted: false,
     };
     const repo = this.replication;
-    let revision = await repo.putRecord(creating, 0);
+    const revision = await repo.putRecord(creating, 0);
     try {
       await repo.claimNew(creating);
       await this.volumes.create(name, rawOptions, log);
@@ -64,7 +64,7 @@ export class ClusteredVolumes implements VolumeDriverOps {
       throw error;
     }
     const ready: ClusterVolumeRecord = { ...creating, state: 'ready' };
-    revision = await repo.putRecord(ready, revision);
+    await repo.putRecord(ready, revision);
     if (replicaHosts.length > 0) log.info({ replicaHosts }, 'volume replicated to other hosts');
     return this.describe(ready);
   }
