@@ -61,6 +61,8 @@ export class Agent {
     if (await socketIsLive(pluginSocket)) {
       throw new BerthError('ERR_SOCKET_IN_USE', `another agent is serving ${pluginSocket}; stop it first or choose another --name`);
     }
+    const peerTls = config.store.kind === 'etcd' ? await ReplicationStack.loadTls(config) : undefined;
+    if (config.pkiDir !== undefined && config.store.kind !== 'etcd') log.warn('pki-dir is ignored on the single-host file store: there are no other hosts to talk to');
     await mkdir(config.root, { recursive: true, mode: 0o700 });
     // A watch that cannot resume (etcd compacted the revision it needed while unreachable) stops: the network
     // state mirrors then list and watch again.
@@ -102,12 +104,11 @@ export class Agent {
     if (leftovers.length > 0) log.warn({ snapshots: leftovers }, 'removed snapshots of backups a crash interrupted');
     log.info({ ...recovered, backend: backend.kind }, 'volume state recovered');
 
-    const network = await NetworkStack.start(config, store, engine, locks, log.child({ component: 'network' }));
+    const network = await NetworkStack.start(config, store, engine, locks, log.child({ component: 'network' }), peerTls ? config.peerPort : undefined);
     this.network = network;
     let volumeOps: VolumeDriverOps = volumes;
     if (config.store.kind === 'etcd') {
-      const live = { liveHostNames: () => new Set(network.liveHosts().keys()) };
-      this.replication = await ReplicationStack.start({ config, store, volumes, backend, engine, live, log });
+      this.replication = await ReplicationStack.start({ config, store, volumes, backend, engine, directory: () => network.liveHosts(), log }, peerTls);
       volumeOps = this.replication.volumes;
     }
     const replication = this.replication;

@@ -4,6 +4,7 @@ import { errorMessage, isBerthError } from '../plugins/errors/berth-error.js';
 import { AdminClient } from './admin-client.js';
 import { cliDefaults } from './cli-config.js';
 import { runBackupCommand } from './commands/backup-command.js';
+import { runClusterCommand } from './commands/cluster-command.js';
 import { runDoctorCommand } from './commands/doctor-command.js';
 import { runHostCommand, runNetworkCommand } from './commands/network-command.js';
 import { runSnapshotCommand } from './commands/snapshot-command.js';
@@ -29,6 +30,7 @@ export interface CliContext {
     'ip-range'?: string;
     internal?: boolean;
     opt?: readonly string[];
+    'pki-dir'?: string;
   }>;
 }
 
@@ -38,7 +40,11 @@ commands:
   agent                  run the agent (see berth agent --help)
   status                 show the agent's state
   volume ls              list volumes
-  volume inspect NAME    show one volume with fresh usage figures
+  volume inspect NAME    show one volume with fresh usage figures, its owner and its replicas' lag
+  volume promote NAME    take a volume over on this host after its owner host is gone (failover=manual)
+  volume replicate NAME --to HOST   keep one more copy of the volume on HOST
+  cluster init --pki-dir DIR HOST...  make the cluster CA and one certificate per host (for --pki-dir)
+  cluster issue --pki-dir DIR HOST    add a certificate for another host
   snapshot create VOL [NAME]        take a snapshot (name defaults to snap-<UTC time>)
   snapshot ls VOL                   list a volume's snapshots
   snapshot rm VOL@SNAP              delete a snapshot
@@ -75,6 +81,7 @@ const COMMANDS: Record<string, (context: CliContext) => Promise<number>> = {
   backup: runBackupCommand,
   host: runHostCommand,
   network: runNetworkCommand,
+  cluster: runClusterCommand,
 };
 
 export async function runCli(argv: readonly string[]): Promise<number> {
@@ -82,7 +89,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
   try {
     parsed = parseArgs({
       args: [...argv],
-      options: { name: { type: 'string' }, 'run-dir': { type: 'string' }, json: { type: 'boolean', default: false }, force: { type: 'boolean', default: false }, to: { type: 'string' }, from: { type: 'string' }, key: { type: 'string' }, compression: { type: 'string' }, full: { type: 'boolean', default: false }, 'keep-last': { type: 'string' }, 'allow-escaping-symlinks': { type: 'boolean', default: false }, subnet: { type: 'string' }, gateway: { type: 'string' }, 'ip-range': { type: 'string' }, internal: { type: 'boolean', default: false }, opt: { type: 'string', short: 'o', multiple: true }, help: { type: 'boolean', short: 'h', default: false } },
+      options: { name: { type: 'string' }, 'run-dir': { type: 'string' }, json: { type: 'boolean', default: false }, force: { type: 'boolean', default: false }, to: { type: 'string' }, from: { type: 'string' }, key: { type: 'string' }, compression: { type: 'string' }, full: { type: 'boolean', default: false }, 'keep-last': { type: 'string' }, 'allow-escaping-symlinks': { type: 'boolean', default: false }, subnet: { type: 'string' }, gateway: { type: 'string' }, 'ip-range': { type: 'string' }, internal: { type: 'boolean', default: false }, opt: { type: 'string', short: 'o', multiple: true }, 'pki-dir': { type: 'string' }, help: { type: 'boolean', short: 'h', default: false } },
       allowPositionals: true,
       strict: true,
     });
@@ -119,6 +126,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
       ...(parsed.values['ip-range'] ? { 'ip-range': parsed.values['ip-range'] } : {}),
       internal: parsed.values.internal === true,
       opt: parsed.values.opt ?? [],
+      ...(parsed.values['pki-dir'] ? { 'pki-dir': parsed.values['pki-dir'] } : {}),
     };
     return await run({ client: new AdminClient(socket), json, positionals, force: parsed.values.force === true, options });
   } catch (error) {

@@ -43,9 +43,10 @@ async function promoteVolume({ client, json }: CliContext, args: readonly string
   return 0;
 }
 
-async function replicateVolume({ client, json }: CliContext, args: readonly string[]): Promise<number> {
-  const [name, flag, host] = args;
-  if (!name || flag !== '--to' || !host || args.length !== 3) throw new BerthError('ERR_INVALID_REQUEST', 'usage: berth volume replicate NAME --to HOST');
+async function replicateVolume({ client, json, options }: CliContext, args: readonly string[]): Promise<number> {
+  const [name] = args;
+  const host = options.to;
+  if (!name || !host || args.length !== 1) throw new BerthError('ERR_INVALID_REQUEST', 'usage: berth volume replicate NAME --to HOST');
   const { volume } = await client.post<{ volume: { replicaHosts: string[] } }>(`/v1/volumes/${encodeURIComponent(name)}/replicas`, { host });
   if (json) printJson(volume);
   else process.stdout.write(`volume ${name} is kept on ${volume.replicaHosts.join(', ')} besides its owner\n`);

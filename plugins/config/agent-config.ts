@@ -45,6 +45,10 @@ export interface AgentConfig {
   readonly hostTtlSeconds: number;
   /** How long a host must be gone before its addresses and address blocks are given to others. */
   readonly reclaimAfterMs: number;
+  /** TCP port of the authenticated peer port (volume replication between hosts). */
+  readonly peerPort: number;
+  /** Directory with ca.crt, <host>.crt and <host>.key (`berth cluster init`); without it there is no peer port. */
+  readonly pkiDir?: string;
 }
 
 export const DEFAULT_CONFIG: AgentConfig = Object.freeze({
@@ -64,6 +68,7 @@ export const DEFAULT_CONFIG: AgentConfig = Object.freeze({
   vxlanPort: 4789,
   hostTtlSeconds: 10,
   reclaimAfterMs: 3_600_000,
+  peerPort: 7470,
 });
 
 /** Flag name → (environment variable, config file key). */
@@ -84,6 +89,8 @@ const SETTINGS = {
   'vxlan-port': { env: 'BERTH_VXLAN_PORT', key: 'vxlanPort' },
   'host-ttl': { env: 'BERTH_HOST_TTL', key: 'hostTtl' },
   'reclaim-after': { env: 'BERTH_RECLAIM_AFTER', key: 'reclaimAfter' },
+  'peer-port': { env: 'BERTH_PEER_PORT', key: 'peerPort' },
+  'pki-dir': { env: 'BERTH_PKI_DIR', key: 'pkiDir' },
 } as const;
 type SettingFlag = keyof typeof SETTINGS;
 
@@ -109,6 +116,9 @@ export const AGENT_USAGE = `usage: berth agent [options]
   --host-ttl DURATION  lease of this host's registration; other hosts purge its entries this long after
                        it stops (default 10s; env BERTH_HOST_TTL)
   --reclaim-after DURATION  a host gone this long loses its addresses to the others (default 1h; env BERTH_RECLAIM_AFTER)
+  --pki-dir DIR        cluster certificates (ca.crt, <host>.crt, <host>.key from berth cluster init); enables the
+                       peer port other agents replicate volumes through (env BERTH_PKI_DIR)
+  --peer-port PORT     TCP port of the peer port, on the advertised address (default 7470; env BERTH_PEER_PORT)
   --config FILE        JSON file with the same settings in camelCase (env BERTH_CONFIG)`;
 
 function invalid(message: string): BerthError {
@@ -177,6 +187,7 @@ export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv 
     hostName: parseHostName(pick('host-name') ?? hostname()),
     bodyLimitBytes: DEFAULT_CONFIG.bodyLimitBytes,
     ...parseNetworkSettings(pick),
+    ...parsePeerSettings(pick),
   });
 }
 
@@ -206,6 +217,13 @@ function parseNetworkSettings(pick: (flag: SettingFlag) => string | undefined): 
     hostTtlSeconds: ttl / 1000,
     reclaimAfterMs: reclaim,
   };
+}
+
+function parsePeerSettings(pick: (flag: SettingFlag) => string | undefined): Pick<AgentConfig, 'peerPort' | 'pkiDir'> {
+  const portText = pick('peer-port') ?? String(DEFAULT_CONFIG.peerPort);
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) throw invalid(`peer-port ${JSON.stringify(portText)} must be a port from 1 to 65535`);
+  const pkiDir = pick('pki-dir');
+  return { peerPort: Number(portText), ...(pkiDir === undefined ? {} : { pkiDir: absolutePath('pki-dir', pkiDir) }) };
 }
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;

@@ -9,6 +9,7 @@ import { appendFileSync, closeSync, existsSync, openSync, readFileSync, rmSync }
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { AgentProcess } from './agent-process.js';
+import { cgroupDirs, pidsInCgroups } from './cgroups.js';
 import type { HostRecord } from './cluster-teardown.js';
 import { readLogTail } from './log-tail.js';
 import { exitPromise, isProcessAlive, killAll, namespaceInode, pidsInNamespaces, processName, waitForChildExit, type ExitStatus } from './processes.js';
@@ -212,6 +213,16 @@ export class Host {
     }
     await this.waitProcessesGone(['containerd'], 20_000);
     this.engine = undefined;
+  }
+
+  /**
+   * The host loses power: its agents, its containers' processes and its engine are SIGKILLed at once,
+   * nothing is unmounted or flushed by them. The namespaces stay (a later startEngine boots it again).
+   */
+  async crash(): Promise<void> {
+    await Promise.all(this.runningAgents().map((agent) => agent.kill()));
+    await killAll(() => pidsInCgroups(cgroupDirs(this.cgroupParent)), { signal: 'SIGKILL', timeoutMs: 15_000 });
+    await this.killEngine();
   }
 
   /**

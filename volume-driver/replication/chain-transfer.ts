@@ -35,6 +35,7 @@ export async function pullChainSnapshot(chain: ReplicationStore, peers: PeerLink
 async function pullOnce(chain: ReplicationStore, peers: PeerLink, request: PullRequest, log: Logger): Promise<number> {
   const query = new URLSearchParams({ id: request.id, ...(request.parent ? { parent: request.parent } : {}) });
   const started = Date.now();
+  log.debug({ volume: request.volume, id: request.id, parent: request.parent ?? null, from: request.from }, 'pulling chain snapshot');
   const { body, verified } = await peers.stream(request.from, `/v1/replication/volumes/${encodeURIComponent(request.volume)}/send?${query}`);
   verified.catch(() => undefined); // observed below; a cut before that point must not surface as unhandled
   let bytes = 0;

@@ -21,23 +21,5 @@ export interface LiveHosts {
   liveHostNames(): ReadonlySet<string>;
 }
 
-/** A request a peer made, after its certificate named it `peer`. */
-export interface PeerRequest {
-  readonly peer: string;
-  readonly params: Readonly<Record<string, string>>;
-  readonly query: URLSearchParams;
-  /** Parsed JSON body of a POST (undefined without one). */
-  readonly body: unknown;
-}
 
-/** A reply streamed to the peer with an end-to-end checksum. */
-export interface PeerStreamReply {
-  readonly stream: AsyncIterable<Buffer>;
-}
-
-export interface PeerRoute {
-  readonly method: 'GET' | 'POST';
-  /** Path pattern with `:name` parameters. */
-  readonly path: string;
-  readonly handler: (request: PeerRequest) => Promise<unknown>;
-}
+export type { PeerRequest, PeerRoute, PeerStreamReply } from '../../plugins/peer/peer-types.js';
