@@ -39,13 +39,13 @@ export async function loadPeerTls(dir: string, hostName: string): Promise<PeerTl
   if (commonName !== hostName) throw new BerthError('ERR_INVALID_CONFIG', `${path} is for host ${JSON.stringify(commonName ?? '')}, not ${hostName} ${fix}`);
   const now = Date.now();
   if (Date.parse(cert.validFrom) > now || Date.parse(cert.validTo) < now) throw new BerthError('ERR_INVALID_CONFIG', `${path} is valid only from ${cert.validFrom} to ${cert.validTo} ${fix}`);
-  let matches = false;
+  let privateKey;
   try {
-    matches = cert.checkPrivateKey(createPrivateKey(key));
+    privateKey = createPrivateKey(key);
   } catch (error) {
     throw new BerthError('ERR_INVALID_CONFIG', `${join(dir, `${hostName}.key`)} is not a private key ${fix}`, { cause: error });
   }
-  if (!matches) throw new BerthError('ERR_INVALID_CONFIG', `${join(dir, `${hostName}.key`)} does not belong to ${path} ${fix}`);
+  if (!cert.checkPrivateKey(privateKey)) throw new BerthError('ERR_INVALID_CONFIG', `${join(dir, `${hostName}.key`)} does not belong to ${path} ${fix}`);
   return { hostName, ca, certificate, key };
 }
 
