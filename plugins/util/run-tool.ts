@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { BerthError, type BerthErrorCode } from '../errors/berth-error.js';
 
 export interface ToolResult {
@@ -17,17 +18,42 @@ const MAX_OUTPUT = 1024 * 1024;
  * BerthError of `code` whose message starts with `what` (which names the subject).
  */
 export function execTool(command: readonly string[], what: string, code: BerthErrorCode = 'ERR_STORAGE'): Promise<ToolResult> {
+  return spawnTool(command, what, {}, code).exited;
+}
+
+export interface ToolStreams {
+  /** Give the tool a stdin to write to (else it reads nothing). */
+  readonly input?: boolean;
+  /** Hand its stdout to the caller as a stream instead of collecting it. */
+  readonly streamOutput?: boolean;
+}
+
+export interface SpawnedTool {
+  /** The tool's stdin when `input` was asked for. */
+  readonly stdin: Writable | null;
+  /** The tool's stdout when `streamOutput` was asked for (the result's stdout is then empty). */
+  readonly stdout: Readable | null;
+  /** Settles as execTool does, once the tool has exited and its output is closed. */
+  readonly exited: Promise<ToolResult>;
+  /** SIGKILLs the tool unless it has exited already. */
+  kill(): void;
+}
+
+/** Like execTool, for tools whose input or output is a stream (btrfs send and receive). */
+export function spawnTool(command: readonly string[], what: string, streams: ToolStreams, code: BerthErrorCode = 'ERR_STORAGE'): SpawnedTool {
   const [file, ...args] = command;
-  if (file === undefined) return Promise.reject(new BerthError('ERR_INTERNAL', `${what}: empty command`));
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  if (file === undefined) {
+    return { stdin: null, stdout: null, exited: Promise.reject(new BerthError('ERR_INTERNAL', `${what}: empty command`)), kill: () => undefined };
+  }
+  const child = spawn(file, args, { stdio: [streams.input ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<ToolResult>((resolve, reject) => {
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     const collect = (into: Buffer[]) => (chunk: Buffer) => {
       if (into.reduce((total, part) => total + part.length, 0) < MAX_OUTPUT) into.push(chunk);
     };
-    child.stdout.on('data', collect(stdout));
-    child.stderr.on('data', collect(stderr));
+    if (!streams.streamOutput) child.stdout?.on('data', collect(stdout));
+    child.stderr?.on('data', collect(stderr));
     child.on('error', (error: NodeJS.ErrnoException) => {
       const reason = error.code === 'ENOENT' ? `${file} is not installed or not on PATH` : `cannot run ${file}: ${error.message}`;
       reject(new BerthError(code, `${what}: ${reason}`, { cause: error, details: { command: [...command] } }));
@@ -36,6 +62,14 @@ export function execTool(command: readonly string[], what: string, code: BerthEr
       resolve({ code, signal, stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8') });
     });
   });
+  return {
+    stdin: child.stdin,
+    stdout: streams.streamOutput ? child.stdout : null,
+    exited,
+    kill: () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    },
+  };
 }
 
 /** Like execTool, but a non-zero exit is the one place it becomes a BerthError, keeping stderr. */

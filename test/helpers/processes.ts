@@ -38,6 +38,21 @@ export function pidsInNamespaces(kind: 'mnt' | 'net', inodes: ReadonlySet<number
   return found;
 }
 
+/** Pids of live processes one of whose arguments starts with `prefix` (a path a test made). */
+export function pidsWithArgument(prefix: string): number[] {
+  const found: number[] = [];
+  for (const pid of listPids()) {
+    if (pid === process.pid) continue;
+    try {
+      const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      if (args.some((arg) => arg.startsWith(prefix)) && isProcessAlive(pid)) found.push(pid);
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return found;
+}
+
 /** Inode of the namespace behind a namespace file such as /run/netns/NAME or /proc/PID/ns/mnt. */
 export function namespaceInode(path: string): number | undefined {
   try {

@@ -1,17 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, open, readdir, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
-import { constants } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { BtrfsBackend, BTRFS_SUPER_MAGIC } from '../../volume-driver/storage/btrfs-backend.js';
 import { selectBackend } from '../../volume-driver/storage/select-backend.js';
 import { expectBerthError } from '../helpers/expect-berth-error.js';
-import { mountsUnder, readMounts } from '../helpers/mounts.js';
+import { disposeWithMounts, releaseMountsAndLoops } from '../helpers/loop-mounts.js';
+import { readMounts } from '../helpers/mounts.js';
 import { requirePrerequisites } from '../helpers/prerequisites.js';
-import { checkCommand, runCommand } from '../helpers/run-command.js';
+import { checkCommand } from '../helpers/run-command.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { describeStorageBackendContract } from '../contracts/storage-backend-contract.js';
-import { expectMissing } from '../helpers/fs-assertions.js';
+import { expectErrno, expectMissing } from '../helpers/fs-assertions.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -50,8 +50,7 @@ describe('BtrfsBackend on loop-mounted btrfs', function () {
 
   after(async () => {
     if (!temp) return;
-    const problems = await releaseMountsAndLoops(temp.path);
-    if (problems.length === 0) await temp.dispose();
+    const problems = await disposeWithMounts(temp);
     expect(problems, 'mounts or loop devices left behind').to.deep.equal([]);
   });
 
@@ -304,22 +303,6 @@ async function deleteTree(root: string): Promise<void> {
   await rm(root, { recursive: true, force: true });
 }
 
-/** Unmounts everything under `dir` and detaches loop devices backed by files under it; returns what is left. */
-async function releaseMountsAndLoops(dir: string): Promise<string[]> {
-  for (const mount of mountsUnder(dir)) {
-    const result = await runCommand(['umount', mount.mountPoint]);
-    if (result.code !== 0) await runCommand(['umount', '-l', mount.mountPoint]);
-  }
-  for (const device of await loopDevicesUnder(dir)) await runCommand(['losetup', '-d', device]);
-  return [...mountsUnder(dir).map((mount) => `mount ${mount.mountPoint}`), ...(await loopDevicesUnder(dir)).map((device) => `loop ${device}`)];
-}
-
-async function loopDevicesUnder(dir: string): Promise<string[]> {
-  const listed = await checkCommand(['losetup', '--list', '--json', '--output', 'NAME,BACK-FILE']);
-  const parsed = JSON.parse(listed.stdout || '{"loopdevices":[]}') as { loopdevices: Array<{ name: string; 'back-file': string | null }> };
-  return parsed.loopdevices.filter((device) => (device['back-file'] ?? '').startsWith(`${dir}/`)).map((device) => device.name);
-}
-
 function mountsAt(path: string): string[] {
   return readMounts()
     .filter((mount) => mount.mountPoint === path)
@@ -336,16 +319,3 @@ async function maxReferenced(subvolume: string): Promise<number | undefined> {
   const limit = line?.trim().split(/\s+/)[3];
   return limit === undefined || limit === 'none' ? undefined : Number(limit);
 }
-
-/** By number too: libuv has no name for some codes (EDQUOT arrives as "Unknown system error -122"). */
-async function expectErrno(promise: Promise<unknown>, code: keyof typeof constants.errno): Promise<void> {
-  try {
-    await promise;
-  } catch (error) {
-    const { code: name, errno } = error as NodeJS.ErrnoException;
-    if (name === code || errno === -constants.errno[code]) return;
-    throw new Error(`expected ${code}, got ${String(error)}`, { cause: error });
-  }
-  throw new Error(`expected ${code}, but the call succeeded`);
-}
-

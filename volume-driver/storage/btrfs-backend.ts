@@ -5,6 +5,7 @@ import type { Logger } from '../../plugins/logging/logger.js';
 import { formatByteSize } from '../../plugins/util/byte-size.js';
 import { isValidVolumeName } from '../volume-name.js';
 import type { VolumeOptions } from '../volume-options.js';
+import { BtrfsReplication } from './btrfs-replication.js';
 import { measureTree } from './measure-tree.js';
 import { execTool, runTool, toolError } from '../../plugins/util/run-tool.js';
 import type { BackendCapabilities, BackendSnapshot, StorageBackend, VolumeUsage } from './storage-backend.js';
@@ -42,10 +43,11 @@ export interface BtrfsBackendOptions {
  *
  * Create and clone build the subvolume in `staging/` and rename it into place; a restore makes
  * a writable snapshot of the snapshot and switches it in by renames (StorageLayout describes
- * the sequence and the crash discipline). A read-only snapshot cannot be renamed (its `..`
- * would change), so snapshots are created at their final path, which the snapshot ioctl makes
- * atomic, and deleted in place. The `size` option is a limit on the subvolume's quota group;
- * quotas are enabled on the filesystem the first time a volume asks for a size.
+ * the sequence and the crash discipline). A read-only snapshot cannot be moved to another
+ * directory (its `..` would change), so snapshots are created at their final path, which the
+ * snapshot ioctl makes atomic, and deleted in place. The `size` option is a limit on the
+ * subvolume's quota group; quotas are enabled on the filesystem the first time a volume asks
+ * for a size. The replication chain (`replicas/<volume>/<id>`) is BtrfsReplication's.
  */
 export class BtrfsBackend implements StorageBackend {
   readonly kind = 'btrfs';
@@ -57,6 +59,7 @@ export class BtrfsBackend implements StorageBackend {
   private quotaEnabled: Promise<boolean> | undefined;
   /** `btrfs subvolume show` costs a process; a snapshot's creation time never changes. */
   private readonly createdAtCache = new Map<string, string>();
+  readonly replication: BtrfsReplication;
 
   constructor(private readonly options: BtrfsBackendOptions) {
     this.base = options.pool ? join(options.root, 'pool') : options.root;
@@ -67,6 +70,15 @@ export class BtrfsBackend implements StorageBackend {
       flush: () => syncDirectory(this.layout.volumesDir),
       warn: (message, error) => options.log?.warn({ err: error }, message),
     };
+    this.replication = new BtrfsReplication({
+      layout: this.layout,
+      requireSubvolume: (volume) => this.requireSubvolume(volume),
+      snapshotLive: (volume, target, label, what) => this.snapshotLive(volume, target, label, what),
+      volumeFromSnapshot: (source, volume, options, what) => this.volumeFromSnapshot(source, volume, options, what),
+      removeTree: (path, volume, what) => this.removeTree(path, volume, what),
+      remove: (volume) => this.remove(volume),
+      discard: (path, what) => this.discard(path, what),
+    });
   }
 
   async prepare(): Promise<void> {
@@ -80,6 +92,7 @@ export class BtrfsBackend implements StorageBackend {
       const resolved = await this.layout.resolveInterruptedRestores(this.ops);
       if (resolved.length > 0) this.options.log?.warn({ volumes: resolved }, 'resolved restores interrupted by a crash');
       await this.layout.clearScratch(this.ops);
+      await this.replication.prepare();
     } catch (error) {
       throw translateError(error, 'ERR_STORAGE', `cannot prepare the btrfs backend under ${this.base}`);
     }
@@ -105,23 +118,25 @@ export class BtrfsBackend implements StorageBackend {
     }
   }
 
+  /** Leaves the volume's replication chain alone: a demoted owner keeps it (see BtrfsReplication). */
   async remove(name: string): Promise<void> {
-    for (const [path, what] of [
-      [this.path(name), 'data'],
-      [this.layout.snapshotsOf(name), 'snapshots'],
-      [this.layout.restorePaths(name).dir, 'restore leftovers'],
-    ] as const) {
-      // Renaming a directory that holds read-only snapshots is allowed; renaming the snapshots themselves is not.
-      const trash = this.layout.scratchPath('trash', name);
-      try {
-        await rename(path, trash);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
-        throw translateError(error, 'ERR_STORAGE', `cannot remove ${what} of volume ${name}`);
-      }
-      await this.discard(trash, `the ${what} of volume ${name} were detached but ${trash} could not be deleted`);
-    }
+    await this.removeTree(this.path(name), name, 'data');
+    await this.removeTree(this.layout.snapshotsOf(name), name, 'snapshots');
+    await this.removeTree(this.layout.restorePaths(name).dir, name, 'restore leftovers');
     this.forgetSnapshots(name);
+  }
+
+  /** Moves the tree at `path` (the volume's `what`) to trash/ and deletes it there; succeeds when it is gone. */
+  private async removeTree(path: string, volume: string, what: string): Promise<void> {
+    // Renaming a directory that holds read-only snapshots is allowed; moving the snapshots themselves to another directory is not.
+    const trash = this.layout.scratchPath('trash', volume);
+    try {
+      await rename(path, trash);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw translateError(error, 'ERR_STORAGE', `cannot remove ${what} of volume ${volume}`);
+    }
+    await this.discard(trash, `the ${what} of volume ${volume} were detached but ${trash} could not be deleted`);
   }
 
   path(name: string): string {
@@ -155,22 +170,7 @@ export class BtrfsBackend implements StorageBackend {
   }
 
   async createSnapshot(volume: string, snapshot: string): Promise<BackendSnapshot> {
-    const target = this.layout.snapshotPath(volume, snapshot);
-    const what = `cannot snapshot volume ${volume} as ${snapshot}`;
-    await this.requireSubvolume(volume);
-    if (await present(target)) throw new BerthError('ERR_SNAPSHOT_EXISTS', `snapshot ${volume}@${snapshot} already exists`);
-    try {
-      await mkdir(dirname(target), { recursive: true, mode: 0o700 });
-    } catch (error) {
-      throw translateError(error, 'ERR_STORAGE', what);
-    }
-    // The ioctl creates the snapshot whole or not at all, and commits the transaction.
-    const command = ['btrfs', 'subvolume', 'snapshot', '-r', this.path(volume), target];
-    const made = await execTool(command, what);
-    if (made.code !== 0) {
-      if (/File exists/i.test(made.stderr)) throw new BerthError('ERR_SNAPSHOT_EXISTS', `snapshot ${volume}@${snapshot} already exists`);
-      throw toolError(command, what, made);
-    }
+    await this.snapshotLive(volume, this.layout.snapshotPath(volume, snapshot), `snapshot ${volume}@${snapshot}`, `cannot snapshot volume ${volume} as ${snapshot}`);
     return this.describeSnapshot(volume, snapshot);
   }
 
@@ -217,9 +217,31 @@ export class BtrfsBackend implements StorageBackend {
 
   async cloneSnapshot(volume: string, snapshot: string, newVolume: string, options: VolumeOptions): Promise<string> {
     const source = await this.requireSnapshot(volume, snapshot);
+    return this.volumeFromSnapshot(source, newVolume, options, `cannot create volume ${newVolume} from snapshot ${snapshot} of volume ${volume}`);
+  }
+
+  /** A read-only snapshot of the volume's live subvolume at `target` (labelled `label` in errors). */
+  private async snapshotLive(volume: string, target: string, label: string, what: string): Promise<void> {
+    await this.requireSubvolume(volume);
+    if (await present(target)) throw new BerthError('ERR_SNAPSHOT_EXISTS', `${label} already exists`);
+    try {
+      await mkdir(dirname(target), { recursive: true, mode: 0o700 });
+    } catch (error) {
+      throw translateError(error, 'ERR_STORAGE', what);
+    }
+    // The ioctl creates the snapshot whole or not at all, and commits the transaction.
+    const command = ['btrfs', 'subvolume', 'snapshot', '-r', this.path(volume), target];
+    const made = await execTool(command, what);
+    if (made.code !== 0) {
+      if (/File exists/i.test(made.stderr)) throw new BerthError('ERR_SNAPSHOT_EXISTS', `${label} already exists`);
+      throw toolError(command, what, made);
+    }
+  }
+
+  /** Makes `newVolume`'s live data a writable snapshot of the read-only tree `source`, with the options' ownership and size. */
+  private async volumeFromSnapshot(source: string, newVolume: string, options: VolumeOptions, what: string): Promise<string> {
     const target = this.path(newVolume);
     if (await this.exists(newVolume)) throw new BerthError('ERR_VOLUME_EXISTS', `data directory ${target} of volume ${newVolume} already exists`);
-    const what = `cannot create volume ${newVolume} from snapshot ${snapshot} of volume ${volume}`;
     const staging = this.layout.scratchPath('staging', newVolume);
     try {
       await runTool(['btrfs', 'subvolume', 'snapshot', source, staging], what);

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, lstat, mkdir, open, readdir, rename, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { translateError } from '../../plugins/errors/berth-error.js';
+import { BerthError, translateError } from '../../plugins/errors/berth-error.js';
 import { isValidVolumeName, validateSnapshotName, validateVolumeName } from '../volume-name.js';
 import type { VolumeOptions } from '../volume-options.js';
+import { REPLICATION_SNAPSHOT_ID } from './storage-backend.js';
 
 /** What a backend does to the trees of this layout (plain directories, or btrfs subvolumes). */
 export interface TreeOps {
@@ -26,6 +27,7 @@ export interface TreeOps {
  *   staging/                        trees being built; whatever is here at start is a crash leftover
  *   trash/                          trees being deleted; emptied at start
  *   restore/<volume>/new, old       the two sides of a restore while it switches
+ *   replicas/<volume>/<id>          the volume's replication chain (backends with replication only)
  *
  * Restore (the caller guarantees no container has the volume mounted):
  *   1. build the snapshot's content as `restore/<v>/new` (built elsewhere and renamed, or
@@ -44,6 +46,7 @@ export class StorageLayout {
   readonly stagingDir: string;
   readonly trashDir: string;
   readonly restoreDir: string;
+  readonly replicasDir: string;
 
   constructor(readonly base: string) {
     this.volumesDir = join(base, 'volumes');
@@ -51,6 +54,7 @@ export class StorageLayout {
     this.stagingDir = join(base, 'staging');
     this.trashDir = join(base, 'trash');
     this.restoreDir = join(base, 'restore');
+    this.replicasDir = join(base, 'replicas');
   }
 
   /** Paths come only from validated names: nothing outside the layout can be named. */
@@ -81,6 +85,15 @@ export class StorageLayout {
   restorePaths(volume: string): { dir: string; old: string; new: string } {
     const dir = join(this.restoreDir, validateVolumeName(volume));
     return { dir, old: join(dir, 'old'), new: join(dir, 'new') };
+  }
+
+  /** The directory of the volume's replication chain. */
+  replicasOf(volume: string): string {
+    return join(this.replicasDir, validateVolumeName(volume));
+  }
+
+  replicaPath(volume: string, id: string): string {
+    return join(this.replicasOf(volume), validateReplicationSnapshotId(id));
   }
 
   /** A fresh path in staging/ or trash/, unique, and short enough for NAME_MAX. */
@@ -172,6 +185,14 @@ export class StorageLayout {
       ops.warn?.(`the replaced data of volume ${volume} in ${dir} could not be deleted yet`, error);
     }
   }
+}
+
+/** Validates a chain snapshot id before it touches the filesystem. */
+export function validateReplicationSnapshotId(id: string): string {
+  if (!REPLICATION_SNAPSHOT_ID.test(id)) {
+    throw new BerthError('ERR_INVALID_NAME', `replication snapshot id ${JSON.stringify(id)} is invalid: use [a-z0-9][a-z0-9._-]*, at most 128 characters`);
+  }
+  return id;
 }
 
 /** Whether a path exists (without following a final symlink). */
