@@ -218,11 +218,21 @@ describe('volume replication across hosts (3 engines, 3 agents, etcd, btrfs)', f
     expect(await replication(c, 'bulk')).to.include({ owner: 'hC' });
   });
 
-  it('removes a replicated volume everywhere but never its backups', async () => {
-    const c = cluster.host('hC');
-    await c.dockerOk(['volume', 'rm', 'bulk']);
+  it('removes a replicated volume everywhere, from any host, but never its backups', async () => {
+    const [a, b] = [cluster.host('hA'), cluster.host('hB')];
+    await a.dockerOk(['volume', 'create', '-d', 'berth', '-o', 'replicas=2', '-o', 'replica-hosts=hB', '-o', 'replicate-every=1s', 'doomed']);
+    await a.dockerOk(['run', '--rm', '-v', 'doomed:/d', BUSYBOX_IMAGE, 'sh', '-c', 'echo keep-me > /d/f']);
+    await replicatedSince(a, 'doomed', Date.now());
+    expect(await b.listDir(join(b.berthRoot, 'pool', 'replicas', 'doomed'))).to.not.deep.equal([]);
+    const backups = join(cluster.runDir, 'backups');
+    expect((await a.berth(['backup', 'create', 'doomed', '--to', backups], { timeoutMs: 120_000 })).code).to.equal(0);
+    await b.dockerOk(['volume', 'rm', 'doomed']);
     for (const host of cluster.hosts) {
-      await waitUntil(async () => !(await host.docker(['volume', 'ls', '-q'])).stdout.split('\n').includes('bulk'), { timeoutMs: 30_000, description: `bulk gone on ${host.name}` });
+      await waitUntil(async () => !(await host.docker(['volume', 'ls', '-q'])).stdout.split('\n').includes('doomed'), { timeoutMs: 30_000, description: `doomed gone on ${host.name}` });
     }
+    await waitUntil(async () => (await b.listDir(join(b.berthRoot, 'pool', 'replicas')).catch(() => [])).every((name) => name !== 'doomed'), { timeoutMs: 30_000, description: 'the replica on hB removed' });
+    await waitUntil(async () => !(await a.listDir(join(a.berthRoot, 'pool', 'volumes'))).includes('doomed'), { timeoutMs: 30_000, description: 'the live data on hA removed' });
+    const listed = await berthJson<{ volume: string }[]>(a, ['backup', 'ls', backups]);
+    expect(listed.map((backup) => backup.volume)).to.deep.equal(['doomed']);
   });
 });

@@ -170,6 +170,20 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
     expect(replicas.map((replica) => [replica.host, replica.state])).to.deep.equal([['hB', 'in-sync']]);
   });
 
+  it('rebuilds a replica that lost its copy from a whole copy while the owner keeps writing', async () => {
+    const a = await makeHost('hA');
+    const b = await makeHost('hB');
+    await a.ops.create('db', { replicas: '2', 'replicate-every': '1s' });
+    await a.ops.mount('db', 'm1');
+    await write(a, 'db', 'v1');
+    await replicaHolds(b, 'db', 'v1');
+    await b.chain.removeReplication('db'); // the replica host's disk was replaced
+    await write(a, 'db', 'v2');
+    await replicaHolds(b, 'db', 'v2');
+    expect(await a.live('db')).to.equal('v2');
+    expect(await a.volumes.localMountCount('db')).to.equal(1);
+  });
+
   it('refuses replicas it cannot place, naming the live hosts', async () => {
     const a = await makeHost('hA');
     await expectBerthError(a.ops.create('db', { replicas: '2' }), 'ERR_INVALID_OPTION', /needs 1 other live host\(s\); live hosts besides this one: none/);
@@ -266,7 +280,7 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
     expect(await b.live('db')).to.equal('new-owner-data');
     // The old owner never serves what it wrote after the cut.
     const diverged = (await record('db')).base!.replace(/-(\d+)$/, (_, seq: string) => `-${String(Number(seq) + 1).padStart(8, '0')}`);
-    await expectBerthError(a.service.serveSnapshot('db', diverged, undefined), 'ERR_VOLUME_FENCED');
+    await expectBerthError(a.service.serveSnapshot('db', diverged, undefined, 'hB'), 'ERR_VOLUME_FENCED');
   });
 
   it('removes the volume cluster-wide: owner data and every replica go, the name is free again', async () => {

@@ -9,11 +9,11 @@ export function createReplicationPeerRoutes(replication: ReplicationService): Pe
     {
       method: 'GET',
       path: '/v1/replication/volumes/:volume/send',
-      handler: async ({ params, query }): Promise<PeerStreamReply> => {
+      handler: async ({ params, query, peer }): Promise<PeerStreamReply> => {
         const id = query.get('id');
         if (!id) throw new BerthError('ERR_INVALID_REQUEST', 'query parameter id is required');
         const parent = query.get('parent') ?? undefined;
-        return { stream: await replication.serveSnapshot(validateVolumeName(params.volume ?? ''), id, parent) };
+        return { stream: await replication.serveSnapshot(validateVolumeName(params.volume ?? ''), id, parent, peer) };
       },
     },
     {

@@ -62,6 +62,8 @@ export interface ReplicationDeps {
 
 /** Chain snapshots of the current epoch the owner keeps beyond those replicas still need as parents. */
 const OWNER_KEEPS = 2;
+/** The snapshot last sent to a peer becomes its next parent before its status says so: kept this long. */
+const SENT_KEEP_MS = 10 * 60_000;
 const RECONCILE_EVERY_MS = 10_000;
 const STOP_TIMEOUT_SECONDS = 10;
 
@@ -74,6 +76,8 @@ export class ReplicationService {
   private readonly running = new Set<string>();
   /** When a volume's loop runs next (its replication interval), set by each step. */
   private readonly nextDelay = new Map<string, number>();
+  /** `<volume>/<peer>` → the chain snapshot last sent to that peer, and when. */
+  private readonly sent = new Map<string, { id: string; at: number }>();
   private reconcileTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly host: string;
@@ -289,7 +293,7 @@ export class ReplicationService {
   // ---- what peers ask (served on the peer port) --------------------------------------------------
 
   /** A stream of a chain snapshot this host holds; never one from after a takeover it did not see. */
-  async serveSnapshot(name: string, id: string, parent: string | undefined): Promise<AsyncIterable<Buffer>> {
+  async serveSnapshot(name: string, id: string, parent: string | undefined, peer: string): Promise<AsyncIterable<Buffer>> {
     const chain = this.requireChain();
     if (!isChainId(id) || (parent !== undefined && !isChainId(parent))) throw new BerthError('ERR_INVALID_REQUEST', 'snapshot ids must be chain ids');
     const found = await this.deps.repo.get(name);
@@ -298,6 +302,7 @@ export class ReplicationService {
     const held = await chain.replicationSnapshots(name);
     if (!held.includes(id)) throw new BerthError('ERR_SNAPSHOT_NOT_FOUND', `host ${this.host} does not hold ${name}@${id}`);
     if (parent !== undefined && !held.includes(parent)) throw new BerthError('ERR_SNAPSHOT_NOT_FOUND', `host ${this.host} no longer holds ${name}@${parent}`);
+    this.sent.set(`${name}/${peer}`, { id, at: Date.now() });
     return chain.sendReplicationSnapshot(name, id, parent);
   }
 
@@ -629,11 +634,17 @@ export class ReplicationService {
     return id;
   }
 
-  /** Owner: keeps the newest snapshots, the base, and every snapshot a replica holds (its next parent). */
+  /** Owner: keeps the newest snapshots, the base, and every snapshot a replica holds or was just sent (its next parent). */
   private async prune(record: ClusterVolumeRecord, chain: ReplicationStore): Promise<void> {
     const held = await this.chainIds(record);
     const statuses = await this.deps.repo.replicaStatuses(record.name);
-    const keep = new Set([...held.slice(-OWNER_KEEPS), ...(record.base ? [record.base] : []), ...statuses.flatMap((status) => (status.id ? [status.id] : []))]);
+    const recent = Date.now() - SENT_KEEP_MS;
+    const sentNow: string[] = [];
+    for (const [key, sent] of this.sent) {
+      if (sent.at < recent) this.sent.delete(key);
+      else if (key.startsWith(`${record.name}/`)) sentNow.push(sent.id);
+    }
+    const keep = new Set([...held.slice(-OWNER_KEEPS), ...sentNow, ...(record.base ? [record.base] : []), ...statuses.flatMap((status) => (status.id ? [status.id] : []))]);
     for (const id of held) if (!keep.has(id)) await chain.deleteReplicationSnapshot(record.name, id);
   }
 
