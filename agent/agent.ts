@@ -155,6 +155,7 @@ export class Agent {
           };
         },
       },
+      { method: 'GET' as const, path: '/v1/metrics', handler: async () => ({ samples: (await replication?.service.metrics()) ?? [] }) },
       {
         method: 'GET' as const,
         path: '/v1/doctor',

@@ -6,6 +6,7 @@ import { cliDefaults } from './cli-config.js';
 import { runBackupCommand } from './commands/backup-command.js';
 import { runClusterCommand } from './commands/cluster-command.js';
 import { runDoctorCommand } from './commands/doctor-command.js';
+import { runMetricsCommand } from './commands/metrics-command.js';
 import { runHostCommand, runNetworkCommand } from './commands/network-command.js';
 import { runSnapshotCommand } from './commands/snapshot-command.js';
 import { runStatusCommand } from './commands/status-command.js';
@@ -65,6 +66,7 @@ commands:
   network create NAME [--subnet CIDR] [--gateway IP] [--ip-range CIDR] [--internal] [-o KEY=VALUE]...
                          create a network through this host's engine; it appears on every host
   network rm NAME        remove a network from the cluster (hosts keep it while their containers use it)
+  metrics                replication figures (lag per replica) in Prometheus text format
   doctor                 check the host, the engine and the agent
 
 options:
@@ -82,6 +84,7 @@ const COMMANDS: Record<string, (context: CliContext) => Promise<number>> = {
   host: runHostCommand,
   network: runNetworkCommand,
   cluster: runClusterCommand,
+  metrics: runMetricsCommand,
 };
 
 export async function runCli(argv: readonly string[]): Promise<number> {

@@ -118,6 +118,9 @@ describe('volume replication across hosts (3 engines, 3 agents, etcd, btrfs)', f
     // The engine on hB reports Berth's view too.
     const status = JSON.parse((await b.dockerOk(['volume', 'inspect', '--format', '{{json .Status.replication}}', 'pgmove'])).stdout) as ReplicationView;
     expect(status.owner).to.equal('hB');
+    const metrics = await b.berth(['metrics']);
+    expect(metrics.stdout).to.match(/^berth_replica_in_sync\{volume="pgmove",replica="hA"\} [01]$/m);
+    expect(metrics.stdout).to.match(/^berth_volume_epoch\{volume="pgmove"\} 2$/m);
     await moved.stop();
   });
 
@@ -221,8 +224,9 @@ describe('volume replication across hosts (3 engines, 3 agents, etcd, btrfs)', f
   it('removes a replicated volume everywhere, from any host, but never its backups', async () => {
     const [a, b] = [cluster.host('hA'), cluster.host('hB')];
     await a.dockerOk(['volume', 'create', '-d', 'berth', '-o', 'replicas=2', '-o', 'replica-hosts=hB', '-o', 'replicate-every=1s', 'doomed']);
+    const since = Date.now();
     await a.dockerOk(['run', '--rm', '-v', 'doomed:/d', BUSYBOX_IMAGE, 'sh', '-c', 'echo keep-me > /d/f']);
-    await replicatedSince(a, 'doomed', Date.now());
+    await replicatedSince(a, 'doomed', since);
     expect(await b.listDir(join(b.berthRoot, 'pool', 'replicas', 'doomed'))).to.not.deep.equal([]);
     const backups = join(cluster.runDir, 'backups');
     expect((await a.berth(['backup', 'create', 'doomed', '--to', backups], { timeoutMs: 120_000 })).code).to.equal(0);

@@ -33,6 +33,13 @@ import { OwnershipLease } from './ownership-lease.js';
 import type { LiveHosts, PeerLink } from './peer-link.js';
 import { chainId, isChainId, parseChainId, type ClusterVolumeRecord, type ReplicaStatus } from './replication-records.js';
 
+export interface MetricSample {
+  readonly name: string;
+  readonly help: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly value: number;
+}
+
 export interface ReplicationSettings {
   readonly hostName: string;
   readonly leaseTtlSeconds: number;
@@ -290,6 +297,24 @@ export class ReplicationService {
     };
   }
 
+  /** Replication figures of the volumes this host owns, as metric samples. */
+  async metrics(): Promise<MetricSample[]> {
+    const samples: MetricSample[] = [];
+    for (const record of this.cachedRecords()) {
+      if (record.owner !== this.host || record.state !== 'ready') continue;
+      samples.push({ name: 'berth_volume_epoch', help: 'ownership epoch of a volume this host owns', labels: { volume: record.name }, value: record.epoch });
+      const view = await this.describe(record);
+      for (const replica of view.replicas as { host: string; state: string; lagSeconds: number | null; lagBytes: number | null; lastTransferBytes: number | null }[]) {
+        const labels = { volume: record.name, replica: replica.host };
+        samples.push({ name: 'berth_replica_in_sync', help: '1 when the replica holds the newest snapshot', labels, value: replica.state === 'in-sync' ? 1 : 0 });
+        if (replica.lagSeconds !== null) samples.push({ name: 'berth_replica_lag_seconds', help: 'age of the newest snapshot the replica holds, when the owner has changed since', labels, value: replica.lagSeconds });
+        if (replica.lagBytes !== null) samples.push({ name: 'berth_replica_lag_bytes', help: 'bytes the owner wrote since the replica newest snapshot (estimate)', labels, value: replica.lagBytes });
+        if (replica.lastTransferBytes !== null) samples.push({ name: 'berth_replica_last_transfer_bytes', help: 'bytes of the replica last transfer', labels, value: replica.lastTransferBytes });
+      }
+    }
+    return samples;
+  }
+
   // ---- what peers ask (served on the peer port) --------------------------------------------------
 
   /** A stream of a chain snapshot this host holds; never one from after a takeover it did not see. */
@@ -340,7 +365,12 @@ export class ReplicationService {
     let base: string;
     if (ownerAlive) {
       if (record.mounted) throw new BerthError('ERR_VOLUME_MOUNTED_ELSEWHERE', `volume ${record.name} is in use on host ${record.owner}; stop its containers there first`);
-      const { snapshot } = await this.peers().json<{ snapshot: string }>(record.owner, 'POST', `/v1/replication/volumes/${encodeURIComponent(record.name)}/handoff`, { to: this.host, epoch: record.epoch });
+      const { snapshot } = await this.peers()
+        .json<{ snapshot: string }>(record.owner, 'POST', `/v1/replication/volumes/${encodeURIComponent(record.name)}/handoff`, { to: this.host, epoch: record.epoch })
+        .catch((error: unknown) => {
+          if (!isBerthError(error, 'ERR_PEER_UNAVAILABLE')) throw error;
+          throw new BerthError('ERR_OWNER_UNAVAILABLE', `owner host ${record.owner} of volume ${record.name} still holds its lease but does not answer (${error.message}); if it is down, its lease expires within ${this.deps.settings.leaseTtlSeconds}s and the volume can then fail over`, { cause: error });
+        });
       await this.catchUp(record, record.owner, snapshot, deadline, log);
       base = snapshot;
     } else {
