@@ -33,13 +33,21 @@ export interface VerifiedBody {
  * whose certificate is signed by the cluster CA and names the expected host (hosts are reached by address).
  */
 export class PeerClient {
-  private readonly agent: Agent;
+  /** One pool per expected host: a connection checked for one host is never reused for another. */
+  private readonly agents = new Map<string, Agent>();
 
   constructor(
     private readonly tls: PeerTlsMaterial,
     private readonly options: PeerClientOptions = { requestTimeoutMs: 10_000, idleTimeoutMs: 60_000 },
-  ) {
-    this.agent = new Agent({ keepAlive: true, maxSockets: 16 });
+  ) {}
+
+  private agentFor(host: string): Agent {
+    let agent = this.agents.get(host);
+    if (!agent) {
+      agent = new Agent({ keepAlive: true, maxSockets: 16 });
+      this.agents.set(host, agent);
+    }
+    return agent;
   }
 
   async json<T>(target: PeerTarget, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
@@ -96,7 +104,8 @@ export class PeerClient {
   }
 
   close(): void {
-    this.agent.destroy();
+    for (const agent of this.agents.values()) agent.destroy();
+    this.agents.clear();
   }
 
   private send(target: PeerTarget, method: string, path: string, payload: Buffer | undefined): Promise<IncomingMessage> {
@@ -107,7 +116,7 @@ export class PeerClient {
           port: target.port,
           method,
           path,
-          agent: this.agent,
+          agent: this.agentFor(target.host),
           key: this.tls.key,
           cert: this.tls.certificate,
           ca: this.tls.ca,

@@ -113,8 +113,12 @@ function sendJson(response: ServerResponse, status: number, value: unknown): voi
 
 async function sendStream(response: ServerResponse, stream: AsyncIterable<Buffer>): Promise<void> {
   const hash = createHash('sha256');
+  // The first chunk is read before the headers go: a source that fails at once is answered with its error.
+  const source = stream[Symbol.asyncIterator]();
+  let next = await source.next();
   response.writeHead(200, { 'content-type': 'application/octet-stream', trailer: DIGEST_TRAILER });
-  for await (const chunk of stream) {
+  for (; !next.done; next = await source.next()) {
+    const chunk = next.value;
     hash.update(chunk);
     if (!response.write(chunk)) {
       await new Promise<void>((resolve, reject) => {

@@ -1,7 +1,8 @@
 import { expect } from 'chai';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile, stat, writeFile } from 'node:fs/promises';
-import { request as httpsRequest } from 'node:https';
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { BerthError } from '../../plugins/errors/berth-error.js';
@@ -45,6 +46,17 @@ describe('peer port (mutual TLS on loopback)', function () {
       }),
     },
     { method: 'GET', path: '/v1/refuse', handler: async () => { throw new BerthError('ERR_VOLUME_FENCED', 'volume db is fenced'); } },
+    {
+      method: 'GET',
+      path: '/v1/fails-at-once',
+      handler: async () => ({
+        stream: (async function* () {
+          yield* [];
+          throw new BerthError('ERR_SNAPSHOT_NOT_FOUND', 'host a no longer holds db@e1');
+        })(),
+      }),
+    },
+    { method: 'GET', path: '/v1/silent', handler: () => new Promise(() => undefined) },
   ];
 
   before(async () => {
@@ -107,6 +119,55 @@ describe('peer port (mutual TLS on loopback)', function () {
       expect(received).to.be.at.most(4 * 1024 * 1024);
     } finally {
       client.close();
+    }
+  });
+
+  it('answers a stream that fails before its first byte with the error itself', async () => {
+    const client = new PeerClient(clientTls);
+    try {
+      await expectBerthError(client.stream(target, '/v1/fails-at-once'), 'ERR_SNAPSHOT_NOT_FOUND', /no longer holds db@e1/);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('gives up on a peer that does not answer, and on one that is not there', async () => {
+    const impatient = new PeerClient(clientTls, { requestTimeoutMs: 300, idleTimeoutMs: 300 });
+    try {
+      await expectBerthError(impatient.json(target, 'GET', '/v1/silent'), 'ERR_PEER_UNAVAILABLE', /no answer within 300 ms/);
+      const closed = createNetServer();
+      await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+      const port = (closed.address() as AddressInfo).port;
+      await new Promise((resolve) => closed.close(resolve));
+      await expectBerthError(impatient.json({ host: 'a', address: '127.0.0.1', port }, 'GET', '/v1/silent'), 'ERR_PEER_UNAVAILABLE', /cannot reach peer host a at 127\.0\.0\.1/);
+    } finally {
+      impatient.close();
+    }
+  });
+
+  it('fails a stream whose checksum trailer is wrong or missing (a hand-written server with the certificate of a)', async () => {
+    const rogue = createHttpsServer({ key: serverTls.key, cert: serverTls.certificate, ca: serverTls.ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, (request, response) => {
+      response.writeHead(200, { 'content-type': 'application/octet-stream', trailer: 'x-berth-sha256' });
+      response.write(Buffer.alloc(4096, 7));
+      if (request.url === '/wrong') response.addTrailers({ 'x-berth-sha256': createHash('sha256').update('something else').digest('hex') });
+      response.end();
+    });
+    await new Promise<void>((resolve) => rogue.listen(0, '127.0.0.1', resolve));
+    const client = new PeerClient(clientTls);
+    try {
+      const rogueTarget = { host: 'a', address: '127.0.0.1', port: (rogue.address() as AddressInfo).port };
+      for (const path of ['/wrong', '/none']) {
+        const { body, verified } = await client.stream(rogueTarget, path);
+        const read = (async () => {
+          for await (const _chunk of body) void _chunk;
+        })();
+        await expectBerthError(verified, 'ERR_TRANSFER_CORRUPT', /arrived with checksum [0-9a-f]{64}, the sender sent/);
+        await read.then(() => expect.fail(`a ${path} stream ended cleanly`), (error: unknown) => expect((error as BerthError).code).to.equal('ERR_TRANSFER_CORRUPT'));
+      }
+    } finally {
+      client.close();
+      rogue.closeAllConnections();
+      await new Promise((resolve) => rogue.close(resolve));
     }
   });
 
