@@ -140,7 +140,8 @@ export class ClusteredVolumes implements VolumeDriverOps {
     let view: VolumeView;
     if (await this.volumes.hasLiveCopy(record.name)) view = depth === 'inspect' ? await this.volumes.inspect(record.name) : await this.volumes.get(record.name);
     else view = this.remoteView(record);
-    return { ...view, replication: await this.replication.describe(record) };
+    // Get runs before every Mount: it leaves out the bytes behind, which read the filesystem.
+    return { ...view, replication: await this.replication.describe(record, depth !== 'get') };
   }
 
   private remoteView(record: ClusterVolumeRecord): VolumeView {

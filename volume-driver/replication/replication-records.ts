@@ -71,6 +71,16 @@ export function isChainId(id: string): boolean {
   return CHAIN_ID.test(id);
 }
 
+/**
+ * A chain snapshot of an earlier epoch taken after the one the record's epoch started from: written by a
+ * former owner after it lost the volume. Never served, never a parent.
+ */
+export function isDiverged(record: ClusterVolumeRecord, id: string): boolean {
+  const parsed = parseChainId(id);
+  if (!parsed || parsed.epoch >= record.epoch) return false;
+  return record.base === undefined || id > record.base;
+}
+
 function corrupt(key: string, reason: string): BerthError {
   return new BerthError('ERR_STATE_CORRUPT', `replication record ${key} is damaged: ${reason}`);
 }

@@ -31,14 +31,11 @@ import { pullChainSnapshot } from './chain-transfer.js';
 import { ClusterVolumeRepository, VOLUME_CLUSTER_PREFIX, type Versioned } from './cluster-volume-repository.js';
 import { OwnershipLease } from './ownership-lease.js';
 import type { LiveHosts, PeerLink } from './peer-link.js';
-import { chainId, isChainId, parseChainId, type ClusterVolumeRecord, type ReplicaStatus } from './replication-records.js';
+import { isChainId, isDiverged, type ClusterVolumeRecord, type ReplicaStatus } from './replication-records.js';
+import { VolumeChain } from './volume-chain.js';
+import { ReplicationStatusView, type MetricSample } from './replication-status.js';
 
-export interface MetricSample {
-  readonly name: string;
-  readonly help: string;
-  readonly labels: Readonly<Record<string, string>>;
-  readonly value: number;
-}
+export type { MetricSample } from './replication-status.js';
 
 export interface ReplicationSettings {
   readonly hostName: string;
@@ -67,8 +64,6 @@ export interface ReplicationDeps {
   readonly settings: ReplicationSettings;
 }
 
-/** Chain snapshots of the current epoch the owner keeps beyond those replicas still need as parents. */
-const OWNER_KEEPS = 2;
 /** The snapshot last sent to a peer becomes its next parent before its status says so: kept this long. */
 const SENT_KEEP_MS = 10 * 60_000;
 const RECONCILE_EVERY_MS = 10_000;
@@ -89,11 +84,20 @@ export class ReplicationService {
   private stopped = false;
   private readonly host: string;
   private readonly log: Logger;
+  private readonly status: ReplicationStatusView;
 
   constructor(private readonly deps: ReplicationDeps) {
     this.host = deps.settings.hostName;
     this.log = deps.log;
     this.mirror = new PrefixMirror(deps.repo.store, VOLUME_CLUSTER_PREFIX, (key) => this.onChange(key), deps.log);
+    this.status = new ReplicationStatusView({
+      repo: deps.repo,
+      live: deps.live,
+      hostName: deps.settings.hostName,
+      defaultIntervalMs: deps.settings.defaultIntervalMs,
+      ...(deps.chain ? { chain: deps.chain } : {}),
+      ownerAlive: (record) => this.ownerAlive(record),
+    });
     this.lease = new OwnershipLease(deps.repo.store, deps.settings.leaseTtlSeconds, (lease) => this.reclaimOwned(lease), deps.log);
   }
 
@@ -215,7 +219,7 @@ export class ReplicationService {
       let revision = found.revision;
       const chain = this.deps.chain;
       if (chain && record.replicaHosts.length > 0 && this.lease.healthy) {
-        const id = await this.snapshotIfChanged(record, chain, true);
+        const id = await this.volumeChain().snapshotIfChanged(record, true);
         await this.waitForReplicas(record, id, log);
         const fresh = await this.deps.repo.get(name);
         if (!fresh || fresh.value.owner !== this.host) return;
@@ -260,59 +264,13 @@ export class ReplicationService {
   }
 
   /** Owner, epoch and replicas with their lag, for inspect. */
-  async describe(record: ClusterVolumeRecord): Promise<Record<string, unknown>> {
-    const [statuses, head, alive] = await Promise.all([this.deps.repo.replicaStatuses(record.name), this.deps.repo.head(record.name, record.epoch), this.ownerAlive(record)]);
-    const live = this.deps.live.liveHostNames();
-    const chain = record.owner === this.host ? this.deps.chain : undefined;
-    const replicas = await Promise.all(record.replicaHosts.map(async (host) => {
-      const status = statuses.find((candidate) => candidate.host === host);
-      const behindHead = status?.id === undefined || (head !== undefined && status.id < head.id);
-      let lagBytes: number | null = null;
-      if (chain && status?.id !== undefined) lagBytes = await chain.changedBytesSince(record.name, status.id).catch(() => null);
-      const behind = behindHead || (lagBytes ?? 0) > 0;
-      const lagSeconds = status?.takenAt === undefined ? null : behind ? Math.max(0, (Date.now() - Date.parse(status.takenAt)) / 1000) : 0;
-      return {
-        host,
-        alive: live.has(host),
-        state: status?.state ?? 'syncing',
-        snapshot: status?.id ?? null,
-        snapshotTakenAt: status?.takenAt ?? null,
-        receivedAt: status?.receivedAt ?? null,
-        lagSeconds: lagSeconds === null ? null : Math.round(lagSeconds * 1000) / 1000,
-        lagBytes,
-        lastTransferBytes: status?.lastTransferBytes ?? null,
-        ...(status?.error ? { error: status.error } : {}),
-      };
-    }));
-    return {
-      owner: record.owner,
-      ownerAlive: alive,
-      epoch: record.epoch,
-      mounted: record.mounted,
-      failover: record.options.failover ?? 'manual',
-      replicateEvery: record.options['replicate-every'] ?? `${this.deps.settings.defaultIntervalMs / 1000}s`,
-      head: head?.id ?? null,
-      headTakenAt: head?.takenAt ?? null,
-      replicas,
-    };
+  describe(record: ClusterVolumeRecord, measureBytes = true): Promise<Record<string, unknown>> {
+    return this.status.describe(record, measureBytes);
   }
 
   /** Replication figures of the volumes this host owns, as metric samples. */
-  async metrics(): Promise<MetricSample[]> {
-    const samples: MetricSample[] = [];
-    for (const record of this.cachedRecords()) {
-      if (record.owner !== this.host || record.state !== 'ready') continue;
-      samples.push({ name: 'berth_volume_epoch', help: 'ownership epoch of a volume this host owns', labels: { volume: record.name }, value: record.epoch });
-      const view = await this.describe(record);
-      for (const replica of view.replicas as { host: string; state: string; lagSeconds: number | null; lagBytes: number | null; lastTransferBytes: number | null }[]) {
-        const labels = { volume: record.name, replica: replica.host };
-        samples.push({ name: 'berth_replica_in_sync', help: '1 when the replica holds the newest snapshot', labels, value: replica.state === 'in-sync' ? 1 : 0 });
-        if (replica.lagSeconds !== null) samples.push({ name: 'berth_replica_lag_seconds', help: 'age of the newest snapshot the replica holds, when the owner has changed since', labels, value: replica.lagSeconds });
-        if (replica.lagBytes !== null) samples.push({ name: 'berth_replica_lag_bytes', help: 'bytes the owner wrote since the replica newest snapshot (estimate)', labels, value: replica.lagBytes });
-        if (replica.lastTransferBytes !== null) samples.push({ name: 'berth_replica_last_transfer_bytes', help: 'bytes of the replica last transfer', labels, value: replica.lastTransferBytes });
-      }
-    }
-    return samples;
+  metrics(): Promise<MetricSample[]> {
+    return this.status.metrics(this.cachedRecords());
   }
 
   // ---- what peers ask (served on the peer port) --------------------------------------------------
@@ -323,7 +281,7 @@ export class ReplicationService {
     if (!isChainId(id) || (parent !== undefined && !isChainId(parent))) throw new BerthError('ERR_INVALID_REQUEST', 'snapshot ids must be chain ids');
     const found = await this.deps.repo.get(name);
     if (!found) throw new BerthError('ERR_VOLUME_NOT_FOUND', `volume ${name} does not exist`);
-    if (this.isDiverged(found.value, id)) throw new BerthError('ERR_VOLUME_FENCED', `snapshot ${name}@${id} was taken after host ${found.value.owner} took the volume over at epoch ${found.value.epoch}; it is not served`);
+    if (isDiverged(found.value, id)) throw new BerthError('ERR_VOLUME_FENCED', `snapshot ${name}@${id} was taken after host ${found.value.owner} took the volume over at epoch ${found.value.epoch}; it is not served`);
     const held = await chain.replicationSnapshots(name);
     if (!held.includes(id)) throw new BerthError('ERR_SNAPSHOT_NOT_FOUND', `host ${this.host} does not hold ${name}@${id}`);
     if (parent !== undefined && !held.includes(parent)) throw new BerthError('ERR_SNAPSHOT_NOT_FOUND', `host ${this.host} no longer holds ${name}@${parent}`);
@@ -337,14 +295,14 @@ export class ReplicationService {
    */
   async prepareHandoff(name: string, to: string, epoch: number): Promise<{ snapshot: string }> {
     return this.locks.run(name, async () => {
-      const chain = this.requireChain();
+      const chain = this.volumeChain();
       const found = await this.deps.repo.get(name);
       if (!found) throw new BerthError('ERR_VOLUME_NOT_FOUND', `volume ${name} does not exist`);
       const record = found.value;
       if (record.owner !== this.host || record.epoch !== epoch) throw new BerthError('ERR_VOLUME_FENCED', `host ${this.host} no longer owns volume ${name} at epoch ${epoch}`);
       const mounts = await this.deps.volumes.localMountCount(name);
       if (record.mounted || mounts > 0) throw new BerthError('ERR_VOLUME_MOUNTED_ELSEWHERE', `volume ${name} is mounted on host ${this.host}; stop its containers there first`);
-      const snapshot = await this.snapshotIfChanged(record, chain, true);
+      const snapshot = await chain.snapshotIfChanged(record, true);
       const until = new Date(Date.now() + this.deps.settings.handoffHoldMs).toISOString();
       await this.deps.repo.put({ ...record, handoff: { to, snapshot, until } }, found.revision);
       this.log.info({ volume: name, to, snapshot }, 'handing volume off');
@@ -377,7 +335,7 @@ export class ReplicationService {
       const failover = record.options.failover ?? 'manual';
       const candidates = await this.liveCopies(record);
       const best = candidates[0];
-      const mine = (await this.chainIds(record)).at(-1);
+      const mine = (await this.volumeChain().ids(record)).at(-1);
       if (how.viaMount && failover !== 'auto') {
         throw new BerthError('ERR_OWNER_UNAVAILABLE',
           `owner host ${record.owner} of volume ${record.name} is gone (its lease expired) and the volume has failover=manual; ` +
@@ -385,7 +343,7 @@ export class ReplicationService {
       }
       if (!best && !mine) throw new BerthError('ERR_OWNER_UNAVAILABLE', `owner host ${record.owner} of volume ${record.name} is gone and no live host holds a copy of it`);
       if (best && best.host !== this.host && (!mine || best.id > mine)) await this.catchUp(record, best.host, best.id, deadline, log);
-      const newest = (await this.chainIds(record)).at(-1);
+      const newest = (await this.volumeChain().ids(record)).at(-1);
       if (!newest) throw new BerthError('ERR_OWNER_UNAVAILABLE', `this host holds no copy of volume ${record.name}`);
       base = newest;
       log.warn({ volume: record.name, formerOwner: record.owner, base }, 'owner is gone: taking the volume over from the newest copy; writes after that snapshot are lost');
@@ -413,15 +371,15 @@ export class ReplicationService {
     const live = this.deps.live.liveHostNames();
     const statuses = await this.deps.repo.replicaStatuses(record.name);
     return statuses
-      .filter((status): status is ReplicaStatus & { id: string } => status.id !== undefined && live.has(status.host) && status.host !== record.owner && !this.isDiverged(record, status.id))
+      .filter((status): status is ReplicaStatus & { id: string } => status.id !== undefined && live.has(status.host) && status.host !== record.owner && !isDiverged(record, status.id))
       .map((status) => ({ host: status.host, id: status.id }))
       .sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
   }
 
   private async catchUp(record: ClusterVolumeRecord, from: string, id: string, deadline: number, log: Logger): Promise<void> {
     const chain = this.requireChain();
-    await this.dropDiverged(record, chain);
-    const held = await this.chainIds(record);
+    await this.volumeChain().dropDiverged(record);
+    const held = await this.volumeChain().ids(record);
     if (held.includes(id)) return;
     const parent = held.filter((candidate) => candidate < id).at(-1);
     log.info({ volume: record.name, from, id, parent: parent ?? null }, 'copying volume data before taking it over');
@@ -529,8 +487,8 @@ export class ReplicationService {
         // Mounts the engine lost (released by the mount reconciler) must not block a handoff forever.
         if (record.mounted && (await this.deps.volumes.localMountCount(name)) === 0) await this.deps.repo.tryPut({ ...record, mounted: false }, found.revision);
         if (record.replicaHosts.length === 0) return undefined;
-        await this.snapshotIfChanged(record, chain, false);
-        await this.prune(record, chain);
+        await this.volumeChain().snapshotIfChanged(record, false);
+        await this.volumeChain().prune(record, this.recentlySent(name));
         return every;
       }
       if (await this.deps.volumes.hasLiveCopy(name)) await this.demote(record);
@@ -553,9 +511,9 @@ export class ReplicationService {
   private async pullHead(record: ClusterVolumeRecord, chain: ReplicationStore): Promise<void> {
     const peers = this.deps.peers;
     if (!peers) return;
-    await this.dropDiverged(record, chain);
+    await this.volumeChain().dropDiverged(record);
     const head = await this.deps.repo.head(record.name, record.epoch);
-    const held = await this.chainIds(record);
+    const held = await this.volumeChain().ids(record);
     const newest = held.at(-1);
     if (!head || head.epoch !== record.epoch) {
       if (newest) await this.report(record.name, { state: 'in-sync', id: newest });
@@ -602,13 +560,13 @@ export class ReplicationService {
     const held = await chain.replicationSnapshots(name);
     const newest = held.filter(isChainId).at(-1);
     const changed = newest === undefined ? 1 : await chain.changedBytesSince(name, newest).catch(() => 1);
-    if (changed > 0 || (newest !== undefined && this.isDiverged(record, newest))) {
+    if (changed > 0 || (newest !== undefined && isDiverged(record, newest))) {
       const keep = `diverged-e${String(record.epoch - 1).padStart(8, '0')}-${new Date().toISOString().replace(/[:.]/g, '').toLowerCase()}`;
       await chain.takeReplicationSnapshot(name, keep);
       this.log.warn({ volume: name, kept: keep }, 'writes made here after another host took the volume over are kept aside, not replicated');
     }
     await this.deps.volumes.relinquish(name, () => chain.dropLiveData(name));
-    await this.dropDiverged(record, chain);
+    await this.volumeChain().dropDiverged(record);
     this.log.info({ volume: name, owner: record.owner, epoch: record.epoch }, 'gave the volume up to its new owner');
   }
 
@@ -629,53 +587,20 @@ export class ReplicationService {
 
   // ---- the chain ------------------------------------------------------------------------------------
 
-  /** Chain ids this host holds that count for the record (diverged ones excluded), ascending. */
-  private async chainIds(record: ClusterVolumeRecord): Promise<string[]> {
-    const chain = this.requireChain();
-    return (await chain.replicationSnapshots(record.name)).filter((id) => isChainId(id) && !this.isDiverged(record, id)).sort();
+  /** The local chain of a volume, seen through its record. */
+  private volumeChain(): VolumeChain {
+    return new VolumeChain(this.requireChain(), this.deps.repo);
   }
 
-  /** A snapshot of an earlier epoch taken after the one this epoch started from. */
-  private isDiverged(record: ClusterVolumeRecord, id: string): boolean {
-    const parsed = parseChainId(id);
-    if (!parsed || parsed.epoch >= record.epoch) return false;
-    return record.base === undefined || id > record.base;
-  }
-
-  private async dropDiverged(record: ClusterVolumeRecord, chain: ReplicationStore): Promise<void> {
-    for (const id of await chain.replicationSnapshots(record.name)) {
-      if (isChainId(id) && this.isDiverged(record, id)) await chain.deleteReplicationSnapshot(record.name, id);
-    }
-  }
-
-  /** Owner: a new chain snapshot if the data changed since the newest (or none exists); returns the newest id. */
-  private async snapshotIfChanged(record: ClusterVolumeRecord, chain: ReplicationStore, final: boolean): Promise<string> {
-    const held = await this.chainIds(record);
-    const newest = held.at(-1);
-    if (newest !== undefined && (await chain.changedBytesSince(record.name, newest)) === 0) {
-      if (final) await this.deps.repo.putHead(record.name, { epoch: record.epoch, id: newest, takenAt: (await this.deps.repo.head(record.name, record.epoch))?.takenAt ?? new Date().toISOString(), final: true });
-      return newest;
-    }
-    const seq = held.map((id) => parseChainId(id)).filter((parsed) => parsed?.epoch === record.epoch).reduce((max, parsed) => Math.max(max, parsed!.seq), 0);
-    const id = chainId(record.epoch, seq + 1);
-    const takenAt = new Date().toISOString();
-    await chain.takeReplicationSnapshot(record.name, id);
-    await this.deps.repo.putHead(record.name, { epoch: record.epoch, id, takenAt, ...(final ? { final: true } : {}) });
-    return id;
-  }
-
-  /** Owner: keeps the newest snapshots, the base, and every snapshot a replica holds or was just sent (its next parent). */
-  private async prune(record: ClusterVolumeRecord, chain: ReplicationStore): Promise<void> {
-    const held = await this.chainIds(record);
-    const statuses = await this.deps.repo.replicaStatuses(record.name);
+  /** Snapshots last sent to peers of this volume, within SENT_KEEP_MS (their next parents). */
+  private recentlySent(name: string): string[] {
     const recent = Date.now() - SENT_KEEP_MS;
-    const sentNow: string[] = [];
+    const ids: string[] = [];
     for (const [key, sent] of this.sent) {
       if (sent.at < recent) this.sent.delete(key);
-      else if (key.startsWith(`${record.name}/`)) sentNow.push(sent.id);
+      else if (key.startsWith(`${name}/`)) ids.push(sent.id);
     }
-    const keep = new Set([...held.slice(-OWNER_KEEPS), ...sentNow, ...(record.base ? [record.base] : []), ...statuses.flatMap((status) => (status.id ? [status.id] : []))]);
-    for (const id of held) if (!keep.has(id)) await chain.deleteReplicationSnapshot(record.name, id);
+    return ids;
   }
 
   private async waitForReplicas(record: ClusterVolumeRecord, id: string, log: Logger): Promise<void> {
