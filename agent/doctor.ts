@@ -1,5 +1,7 @@
 import { access, constants, readFile, stat, writeFile, unlink } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
+import { loadPeerTls } from '../plugins/peer/peer-tls.js';
 import type { AgentConfig } from '../plugins/config/agent-config.js';
 import type { Engine } from '../plugins/engine/engine.js';
 import { errorMessage } from '../plugins/errors/berth-error.js';
@@ -88,6 +90,18 @@ export async function runDoctor(deps: DoctorDeps): Promise<DoctorCheck[]> {
           : warn('mount references', `recorded mounts with no active container: ${stale.map((volume) => volume.name).join(', ')} (released on the next remove or agent start)`);
       } catch (error) {
         return warn('mount references', `not checked: ${errorMessage(error)}`);
+      }
+    },
+    async () => {
+      const { config } = deps;
+      if (config.store.kind !== 'etcd') return ok('peer port', 'single host: no peer port needed');
+      if (config.pkiDir === undefined) return warn('peer port', 'no --pki-dir: volumes stay on the host that made them (no replicas, no moves); see berth cluster init');
+      try {
+        const tls = await loadPeerTls(config.pkiDir, config.hostName);
+        const until = new X509Certificate(tls.certificate).validTo;
+        return ok('peer port', `certificate of ${config.hostName} from ${config.pkiDir} valid until ${until}; listening on ${config.advertiseAddr ?? '0.0.0.0'}:${config.peerPort}`);
+      } catch (error) {
+        return fail('peer port', errorMessage(error));
       }
     },
   ];

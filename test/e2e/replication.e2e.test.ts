@@ -118,6 +118,8 @@ describe('volume replication across hosts (3 engines, 3 agents, etcd, btrfs)', f
     // The engine on hB reports Berth's view too.
     const status = JSON.parse((await b.dockerOk(['volume', 'inspect', '--format', '{{json .Status.replication}}', 'pgmove'])).stdout) as ReplicationView;
     expect(status.owner).to.equal('hB');
+    const doctor = JSON.parse((await b.berth(['doctor', '--json'])).stdout) as { name: string; status: string; detail: string }[];
+    expect(doctor.find((check) => check.name === 'peer port'), JSON.stringify(doctor)).to.include({ status: 'ok' });
     const metrics = await b.berth(['metrics']);
     expect(metrics.stdout).to.match(/^berth_replica_in_sync\{volume="pgmove",replica="hA"\} [01]$/m);
     expect(metrics.stdout).to.match(/^berth_volume_epoch\{volume="pgmove"\} 2$/m);
