@@ -65,8 +65,8 @@ describe('multi-host overlay networks (3 engines, 3 agents, etcd)', function () 
     await a.dockerOk(['exec', 'blue-a', 'ping', '-c', '1', '-W', '2', '-s', '1422', ipB]);
     // TCP: a listener on hB receives a message sent from hA.
     await b.dockerOk(['exec', '-d', 'blue-b', 'sh', '-c', 'nc -l -p 5000 > /tmp/received']);
-    await waitUntil(async () => (await a.docker(['exec', 'blue-a', 'sh', '-c', `echo hello-over-vxlan | nc -w 2 ${ipB} 5000`])).code === 0, { timeoutMs: 10_000, description: 'tcp send' });
-    const received = await waitUntil(async () => (await b.docker(['exec', 'blue-b', 'cat', '/tmp/received'])).stdout.trim() || undefined, { timeoutMs: 10_000, description: 'tcp data' });
+    await waitUntil(async () => (await a.docker(['exec', 'blue-a', 'sh', '-c', `echo hello-over-vxlan | nc -w 2 ${ipB} 5000`])).code === 0, { timeoutMs: 30_000, description: 'tcp send' });
+    const received = await waitUntil(async () => (await b.docker(['exec', 'blue-b', 'cat', '/tmp/received'])).stdout.trim() || undefined, { timeoutMs: 30_000, description: 'tcp data' });
     expect(received).to.equal('hello-over-vxlan');
   });
 

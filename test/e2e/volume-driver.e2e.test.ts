@@ -153,7 +153,7 @@ describe('volume driver through a real Docker Engine', function () {
     expect(badName.code).to.not.equal(0);
     expect(badName.stderr).to.contain('VolumeDriver.Create: volume name "bad..name/../x" is invalid');
     const unknownOption = await host.docker(['volume', 'create', '-d', 'berth', '-o', 'colour=blue', 'opt-vol']);
-    expect(unknownOption.stderr).to.contain('VolumeDriver.Create: unknown option colour; known options: backup-key, from-backup, from-snapshot, gid, mode, quiesce, quiesce-post, quiesce-pre, size, snapshot-every, snapshot-keep, uid');
+    expect(unknownOption.stderr).to.contain('VolumeDriver.Create: unknown option colour; known options: backup-key, failover, from-backup, from-snapshot, gid, mode, quiesce, quiesce-post, quiesce-pre, replica-hosts, replicas, replicate-every, size, snapshot-every, snapshot-keep, uid');
     const badValue = await host.docker(['volume', 'create', '-d', 'berth', '-o', 'uid=root', 'opt-vol']);
     expect(badValue.stderr).to.contain('option uid="root" must be a numeric id');
     expect((await docker('volume', 'ls', '-q')).stdout).to.equal(before);

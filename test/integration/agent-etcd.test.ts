@@ -34,18 +34,24 @@ describe('agent with the etcd state store', function () {
     const list = await callPlugin(agent.pluginSocket, 'VolumeDriver.List', goJson({}));
     expect((list.body.Volumes as Array<{ Name: string }>).map((volume) => volume.Name)).to.deep.equal(['web']);
     const keys = (await etcd.etcdctl(['get', '--prefix', '--keys-only', 'berth/'])).stdout.split('\n').filter((line) => line !== '');
-    // Volume records are the host's own; the cluster keys are the host's registration (network driver).
-    expect(keys).to.deep.equal(['berth/cluster/hosts/host-a', 'berth/cluster/members/host-a', 'berth/hosts/host-a/volumes/web']);
+    // The cluster-wide record and its owner claim, the owner's local record, and the host's registration.
+    expect(keys).to.deep.equal(['berth/cluster/hosts/host-a', 'berth/cluster/members/host-a', 'berth/hosts/host-a/volumes/web', 'berth/vol/owners/web', 'berth/vol/records/web']);
 
-    // Another host on the same etcd keeps its own volumes: host-a's data is not on host-b.
+    // Another host on the same etcd sees the same volume, owned by host-a; without a backend that can ship
+    // snapshots it cannot take it over, and says so.
     const otherDir = `${temp.path}/host-b`;
     const { mkdir } = await import('node:fs/promises');
     await mkdir(otherDir);
     const other = await startLocalAgent({ dir: otherDir, extraArgs: ['--store', store, '--host-name', 'host-b'] });
     try {
       const otherList = await callPlugin(other.pluginSocket, 'VolumeDriver.List', goJson({}));
-      expect(otherList.body.Volumes).to.deep.equal([]);
-      expect((await callPlugin(other.pluginSocket, 'VolumeDriver.Get', goJson({ Name: 'web' }))).status).to.equal(500);
+      expect((otherList.body.Volumes as Array<{ Name: string }>).map((volume) => volume.Name)).to.deep.equal(['web']);
+      const otherGet = await callPlugin(other.pluginSocket, 'VolumeDriver.Get', goJson({ Name: 'web' }));
+      expect(otherGet.status, otherGet.text).to.equal(200);
+      expect((otherGet.body.Volume as { Status: { replication: { owner: string } } }).Status.replication.owner).to.equal('host-a');
+      const mount = await callPlugin(other.pluginSocket, 'VolumeDriver.Mount', goJson({ Name: 'web', ID: 'c1' }));
+      expect(mount.status).to.equal(500);
+      expect(mount.body.Err).to.equal('volume web lives on host host-a; moving it to this host needs a backend that can ship snapshots between hosts (btrfs); this agent uses dir');
     } finally {
       await other.kill();
     }
