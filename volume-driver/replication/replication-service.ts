@@ -78,6 +78,8 @@ export class ReplicationService {
   private readonly running = new Set<string>();
   /** When a volume's loop runs next (its replication interval), set by each step. */
   private readonly nextDelay = new Map<string, number>();
+  /** When the owner last looked for changes to snapshot, per volume. */
+  private readonly lastSnapshotAt = new Map<string, number>();
   /** `<volume>/<peer>` → the chain snapshot last sent to that peer, and when. */
   private readonly sent = new Map<string, { id: string; at: number }>();
   private reconcileTimer: NodeJS.Timeout | undefined;
@@ -487,6 +489,11 @@ export class ReplicationService {
         // Mounts the engine lost (released by the mount reconciler) must not block a handoff forever.
         if (record.mounted && (await this.deps.volumes.localMountCount(name)) === 0) await this.deps.repo.tryPut({ ...record, mounted: false }, found.revision);
         if (record.replicaHosts.length === 0) return undefined;
+        // Steps also run on every change of the volume's keys (its own head, replica reports): snapshots
+        // are still taken at most once per interval.
+        const due = (this.lastSnapshotAt.get(name) ?? 0) + every - Date.now();
+        if (due > 0) return due;
+        this.lastSnapshotAt.set(name, Date.now());
         await this.volumeChain().snapshotIfChanged(record, false);
         await this.volumeChain().prune(record, this.recentlySent(name));
         return every;
