@@ -96,8 +96,9 @@ function renderLag(lines: string[], lag: LagFigures): void {
   const c = lag.cycles;
   lines.push(`| 1. Lag of hB behind hA, pgbench -c ${s.clients} -j ${s.threads} -T ${s.seconds} (scale ${s.scale}), sampled every ${s.sampleIntervalMs} ms | p50 / p95 / p99 / max | mean |`);
   lines.push('|---|---:|---:|');
-  lines.push(`| **lag, seconds** (\`lagSeconds\`) | **${dist(lag.lagSeconds, (v) => v.toFixed(3))}** | ${lag.lagSeconds?.mean.toFixed(3) ?? '–'} |`);
-  lines.push(`| lag, bytes (\`lagBytes\`) | ${dist(lag.lagBytes, int)} | ${lag.lagBytes === null ? '–' : int(lag.lagBytes.mean)} |`);
+  const of = (d: Distribution | null): string => `${d?.count ?? 0} of ${lag.samples.count} samples`;
+  lines.push(`| **lag, seconds** (\`lagSeconds\`; ${of(lag.lagSeconds)}) | **${dist(lag.lagSeconds, (v) => v.toFixed(3))}** | ${lag.lagSeconds?.mean.toFixed(3) ?? '–'} |`);
+  lines.push(`| lag, bytes (\`lagBytes\`; ${of(lag.lagBytes)}, null in the others) | ${dist(lag.lagBytes, int)} | ${lag.lagBytes === null ? '–' : int(lag.lagBytes.mean)} |`);
   lines.push(`| bytes per transfer (replica log) | ${dist(c.transferBytes, int)} | ${c.transferBytes === null ? '–' : int(c.transferBytes.mean)} |`);
   lines.push(`| snapshot taken → held by hB, ms | ${dist(c.takenToReceivedMs, int)} | ${c.takenToReceivedMs === null ? '–' : int(c.takenToReceivedMs.mean)} |`);
   lines.push(`| inspect request, ms | ${dist(lag.samples.inspectMs, (v) => v.toFixed(1))} | ${lag.samples.inspectMs.mean.toFixed(1)} |`);
