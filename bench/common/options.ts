@@ -1,26 +1,30 @@
 // Command-line parsing shared by the benchmarks.
 import { parseArgs } from 'node:util';
 
-export interface BenchArgs<S extends string, M extends string> {
+export interface BenchArgs<S extends string, M extends string, F extends string = never> {
   /** The single-valued options given. */
   readonly values: Readonly<Partial<Record<S, string>>>;
   /** The repeatable options given, each with its values in order. */
   readonly lists: Readonly<Partial<Record<M, string[]>>>;
+  /** The switches (options without a value), true when given. */
+  readonly switches: Readonly<Record<F, boolean>>;
 }
 
 /**
- * Parses `--name VALUE` options strictly (an unknown option or a positional argument throws).
- * `--help` or `-h` prints `usage` and exits with 0.
+ * Parses `--name VALUE` options and `--name` switches strictly (an unknown option or a positional
+ * argument throws). `--help` or `-h` prints `usage` and exits with 0.
  */
-export function parseBenchArgs<S extends string, M extends string = never>(
+export function parseBenchArgs<S extends string, M extends string = never, F extends string = never>(
   argv: readonly string[],
   usage: string,
   single: readonly S[],
   repeatable: readonly M[] = [],
-): BenchArgs<S, M> {
+  switchNames: readonly F[] = [],
+): BenchArgs<S, M, F> {
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = { help: { type: 'boolean', short: 'h' } };
   for (const name of single) options[name] = { type: 'string' };
   for (const name of repeatable) options[name] = { type: 'string', multiple: true };
+  for (const name of switchNames) options[name] = { type: 'boolean' };
   const { values } = parseArgs({ args: [...argv], strict: true, options });
   if (values['help'] === true) {
     console.log(usage);
@@ -36,7 +40,9 @@ export function parseBenchArgs<S extends string, M extends string = never>(
     const value = values[name];
     if (Array.isArray(value)) lists[name] = value.map(String);
   }
-  return { values: given, lists };
+  const switches = {} as Record<F, boolean>;
+  for (const name of switchNames) switches[name] = values[name] === true;
+  return { values: given, lists, switches };
 }
 
 /**

@@ -24,6 +24,26 @@ export function mdPathFor(out: string): string {
   return out.endsWith('.json') ? `${out.slice(0, -'.json'.length)}.md` : `${out}.md`;
 }
 
+/** A goal a benchmark states, with the figure measured against it. */
+export interface Target {
+  readonly name: string;
+  readonly target: string;
+  /** null when what it needs was not measured in this run. */
+  readonly value: number | null;
+  readonly unit: string;
+  readonly met: boolean | null;
+}
+
+/** The targets as a Markdown table (lines, without a trailing blank line). */
+export function renderTargets(targets: readonly Target[]): string[] {
+  const lines = ['| Target | goal | measured | met |', '|---|---|---:|:---:|'];
+  for (const t of targets) {
+    const value = t.value === null ? 'not measured' : `${t.value}${t.unit}`;
+    lines.push(`| ${t.name} | ${t.target} | ${value} | ${t.met === null ? '–' : t.met ? 'yes' : '**no**'} |`);
+  }
+  return lines;
+}
+
 export const RESULTS_START = '<!-- results:start -->';
 export const RESULTS_END = '<!-- results:end -->';
 

@@ -36,6 +36,32 @@ export function summarize(samples: readonly number[]): Summary {
   };
 }
 
+/** Summary of samples in any unit (seconds, bytes): nearest-rank percentiles, rounded to `digits`. */
+export interface Distribution {
+  readonly count: number;
+  readonly mean: number;
+  readonly p50: number;
+  readonly p95: number;
+  readonly p99: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+export function distribution(samples: readonly number[], digits = 3): Distribution {
+  if (samples.length === 0) throw new Error('distribution of no samples');
+  const sorted = [...samples].sort((a, b) => a - b);
+  const at = (p: number): number => round(percentile(sorted, p), digits);
+  return {
+    count: sorted.length,
+    mean: round(sorted.reduce((sum, value) => sum + value, 0) / sorted.length, digits),
+    p50: at(50),
+    p95: at(95),
+    p99: at(99),
+    min: round(sorted[0] as number, digits),
+    max: round(sorted[sorted.length - 1] as number, digits),
+  };
+}
+
 /** Median (nearest-rank p50), unrounded. */
 export function median(samples: readonly number[]): number {
   return percentile([...samples].sort((a, b) => a - b), 50);

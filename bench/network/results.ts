@@ -1,5 +1,6 @@
 // Shape of results.json, and its rendering as the Markdown table of results.md and the README.
 import type { MachineBasics } from '../common/machine.js';
+import { renderTargets, type Target } from '../common/report.js';
 import type { Summary } from '../common/stats.js';
 import type { ThroughputRound } from './measure.js';
 import { PATH_IDS, type OverlayId, type PathId } from './paths.js';
@@ -10,14 +11,7 @@ export const PATH_TITLES: Readonly<Record<PathId, string>> = {
   underlay: 'underlay',
 };
 
-export interface Target {
-  readonly name: string;
-  readonly target: string;
-  /** null when a path it needs was not measured in this run. */
-  readonly value: number | null;
-  readonly unit: string;
-  readonly met: boolean | null;
-}
+export type { Target } from '../common/report.js';
 
 export interface PathFigures {
   /** Where iperf3's client and ping ran (hA side) and the server they reached (hB side). */
@@ -167,12 +161,7 @@ export function renderTable(r: BenchResults): string {
     lines.push(convRow(`containers reached (within ${p.convergenceTimeoutSeconds} s)`, (c) => `${c.converged} of ${c.containers}`));
     lines.push('');
   }
-  lines.push('| Target | goal | measured | met |');
-  lines.push('|---|---|---:|:---:|');
-  for (const t of r.targets) {
-    const value = t.value === null ? 'not measured' : `${t.value}${t.unit}`;
-    lines.push(`| ${t.name} | ${t.target} | ${value} | ${t.met === null ? '–' : t.met ? 'yes' : '**no**'} |`);
-  }
+  lines.push(...renderTargets(r.targets));
   return `${lines.join('\n')}\n`;
 }
 

@@ -12,10 +12,9 @@ import { startCluster, type Host } from '../../test/helpers/cluster.js';
 import type { EtcdServer } from '../../test/helpers/etcd-server.js';
 import { requirePrerequisites } from '../../test/helpers/prerequisites.js';
 import { repoRoot } from '../../test/helpers/repo-root.js';
-import { runCommand } from '../../test/helpers/run-command.js';
 import { ensureBusyboxImage } from '../../test/helpers/test-images.js';
-import { describeMachineBasics } from '../common/machine.js';
-import { runBenchmark } from '../common/main.js';
+import { describeMachineBasics, dockerVersions, firstLineOf } from '../common/machine.js';
+import { cleanUpOnSignals, runBenchmark } from '../common/main.js';
 import { integerOption, parseBenchArgs } from '../common/options.js';
 import { describeSource, mdPathFor, writeResultFiles } from '../common/report.js';
 import { median, ratio, round, summarize } from '../common/stats.js';
@@ -119,12 +118,7 @@ async function main(): Promise<number> {
       await etcd?.stop();
     }
   })());
-  const onSignal = (signal: NodeJS.Signals): void => {
-    log(`${signal}: cleaning up`);
-    void teardown().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  cleanUpOnSignals(teardown);
 
   let results: BenchResults;
   try {
@@ -372,17 +366,11 @@ function buildTargets(ratios: BenchResults['ratios'], berthConvergence: Converge
 }
 
 async function describeMachine(host: Host): Promise<Omit<BenchResults['machine'], 'loadAverageAtStart' | 'loadAverageAtEnd'>> {
-  const versions = await host.dockerOk(['version', '--format', '{{.Client.Version}} {{.Server.Version}}']);
-  const [client = '?', server = '?'] = versions.stdout.trim().split(' ');
-  const firstLine = async (command: string[]): Promise<string> => {
-    const result = await runCommand(command, { timeoutMs: 10_000 }).catch(() => undefined);
-    return (result?.stdout ?? '').split('\n')[0]?.trim() || 'unknown';
-  };
   return {
     ...describeMachineBasics(),
-    docker: { client, server },
-    iperf3: await firstLine(['iperf3', '--version']),
-    ping: await firstLine(['ping', '-V']),
+    docker: await dockerVersions(host),
+    iperf3: await firstLineOf(['iperf3', '--version']),
+    ping: await firstLineOf(['ping', '-V']),
   };
 }
 

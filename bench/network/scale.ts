@@ -13,7 +13,7 @@ import { requirePrerequisites } from '../../test/helpers/prerequisites.js';
 import { repoRoot } from '../../test/helpers/repo-root.js';
 import { runCommand } from '../../test/helpers/run-command.js';
 import { describeMachineBasics } from '../common/machine.js';
-import { log, runBenchmark } from '../common/main.js';
+import { cleanUpOnSignals, log, runBenchmark } from '../common/main.js';
 import { integerOption, optionsOrUsage, parseBenchArgs } from '../common/options.js';
 import { describeSource, mdPathFor, writeResultFiles } from '../common/report.js';
 import { round } from '../common/stats.js';
@@ -74,12 +74,7 @@ async function main(): Promise<number> {
   const keepDir = join(KEEP_DIR, started.toISOString().replace(/[:.]/g, '-'));
 
   let cleanup: (() => Promise<void>) | undefined;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    log(`${signal}: cleaning up`);
-    void (cleanup?.() ?? Promise.resolve()).finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  cleanUpOnSignals(() => cleanup?.());
 
   const rounds: RoundResults[] = [];
   for (const [i, name] of options.rounds.entries()) {

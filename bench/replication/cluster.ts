@@ -1,0 +1,83 @@
+// The cluster the replication benchmark runs on: namespaced hosts (startCluster), one etcd in the
+// underlay's switch namespace (so every host reaches it over its own link), certificates from
+// `berth cluster init`, and on every host an agent on its own loop-mounted btrfs pool with the peer
+// port enabled. The same set-up as the replication e2e tests, with the agents' defaults otherwise.
+import { join } from 'node:path';
+import { startCluster, type Cluster, type Host } from '../../test/helpers/cluster.js';
+import { startEtcd, type EtcdServer } from '../../test/helpers/etcd-server.js';
+import { ensurePostgresImage } from '../../test/helpers/postgres.js';
+import { requirePrerequisites } from '../../test/helpers/prerequisites.js';
+import { repoRoot } from '../../test/helpers/repo-root.js';
+import { checkCommand } from '../../test/helpers/run-command.js';
+import { ensureBusyboxImage } from '../../test/helpers/test-images.js';
+
+const SWITCH_ADDRESS = '198.18.0.250';
+const ETCD_CLIENT_PORT = 2379;
+const ETCD_PEER_PORT = 2380;
+
+export interface ClusterSettings {
+  readonly hosts: number;
+  /** `--pool-size` of every agent's btrfs pool (a sparse file). */
+  readonly poolSize: string;
+  /** Extra agent arguments, after the standard ones. */
+  readonly agentArgs: readonly string[];
+  readonly agentEntry: string | undefined;
+  readonly log: (message: string) => void;
+}
+
+export interface ReplicationCluster {
+  readonly cluster: Cluster;
+  readonly hosts: readonly Host[];
+  readonly etcdEndpoint: string;
+  readonly postgresImage: string;
+  readonly busyboxImage: string;
+  /** Agents and engines (with the cluster), then etcd; idempotent, never rejects: resolves with what failed. */
+  dispose(): Promise<string[]>;
+}
+
+/** Starts the hosts, etcd and the agents; on a failure removes what it made and rethrows. */
+export async function startReplicationCluster(settings: ClusterSettings): Promise<ReplicationCluster> {
+  requirePrerequisites(['mkfs.btrfs', 'losetup', 'openssl', 'etcd', 'etcdctl']);
+  const cluster = await startCluster({ hosts: settings.hosts, prefix: 'benchrepl', ...(settings.agentEntry === undefined ? {} : { agentEntry: settings.agentEntry }) });
+  let etcd: EtcdServer | undefined;
+  let disposal: Promise<string[]> | undefined;
+  const dispose = (): Promise<string[]> => (disposal ??= (async () => {
+    const problems: string[] = [];
+    // Agents stop with the cluster, before etcd goes away under them.
+    await cluster.dispose().catch((err: unknown) => problems.push(err instanceof Error ? err.message : String(err)));
+    await etcd?.stop().catch((err: unknown) => problems.push(`etcd stop: ${err instanceof Error ? err.message : String(err)}`));
+    return problems;
+  })());
+  try {
+    await checkCommand(['ip', '-n', cluster.switchNetns, 'addr', 'add', `${SWITCH_ADDRESS}/24`, 'dev', 'br0']);
+    etcd = await startEtcd({ listenAddress: SWITCH_ADDRESS, clientPort: ETCD_CLIENT_PORT, peerPort: ETCD_PEER_PORT, commandPrefix: ['nsenter', `--net=/run/netns/${cluster.switchNetns}`] });
+    const endpoint = etcd.endpoint;
+    const pkiDir = join(cluster.runDir, 'pki');
+    await checkCommand([process.execPath, settings.agentEntry ?? join(repoRoot, 'dist', 'bin', 'berth.js'), 'cluster', 'init', '--pki-dir', pkiDir, ...cluster.hosts.map((host) => host.name)]);
+    const agentArgs = (host: Host): string[] => [
+      '--store', `etcd://${endpoint}`,
+      '--host-name', host.name,
+      '--advertise-addr', host.address,
+      '--btrfs-pool', join(host.dir, 'pool.img'),
+      '--pool-size', settings.poolSize,
+      '--pki-dir', pkiDir,
+      // 'replica caught up' (with the bytes of each transfer) is a debug line.
+      '--log-level', 'debug',
+      ...settings.agentArgs,
+    ];
+    settings.log(`etcd on ${endpoint} in the switch namespace; importing images and starting agents on ${cluster.hosts.map((host) => host.name).join(', ')}`);
+    const images = await Promise.all(cluster.hosts.map(async (host) => {
+      const busybox = await ensureBusyboxImage(host);
+      const postgres = await ensurePostgresImage(host);
+      await host.startAgent({ args: agentArgs(host) });
+      return { busybox, postgres };
+    }));
+    const first = images[0];
+    if (first === undefined) throw new Error('the cluster has no host');
+    return { cluster, hosts: cluster.hosts, etcdEndpoint: endpoint, postgresImage: first.postgres, busyboxImage: first.busybox, dispose };
+  } catch (err) {
+    const problems = await dispose();
+    if (problems.length > 0 && err instanceof Error) err.message += `\n(cleanup after the failed start: ${problems.join('; ')})`;
+    throw err;
+  }
+}
