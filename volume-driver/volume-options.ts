@@ -36,7 +36,7 @@ export interface VolumeOptions {
   readonly replicaHosts?: readonly string[];
   /** Whether a live replica takes over by itself when the owner host is gone (`failover`; default manual). */
   readonly failover?: 'auto' | 'manual';
-  /** How often the owner ships changes to the replicas (`replicate-every`; default 2s). */
+  /** How often the owner ships changes to the replicas (`replicate-every`; default 1s). */
   readonly replicateEveryMs?: number;
 }
 
@@ -148,7 +148,7 @@ const OPTION_SPECS: Readonly<Record<string, OptionSpec>> = {
     },
   },
   'replicate-every': {
-    description: 'how often the owner ships changes to the replicas, e.g. 2s, 30s (at least 1s; default 2s)',
+    description: 'how often the owner ships changes to the replicas, e.g. 1s, 30s (at least 1s; default 1s)',
     apply: (value, into) => {
       const ms = parseDuration(value);
       if (ms === undefined || ms < 1000) throw new BerthError('ERR_INVALID_OPTION', `option replicate-every=${JSON.stringify(value)} must be a duration of at least 1s such as 2s`);
