@@ -42,6 +42,9 @@ interface TestHost {
 }
 
 class InProcessPeers implements PeerLink {
+  /** Pause between chunks of every stream: a slow link. */
+  static chunkDelayMs = 0;
+
   constructor(
     private readonly from: string,
     private readonly hosts: Map<string, TestHost>,
@@ -69,7 +72,18 @@ class InProcessPeers implements PeerLink {
   async stream(host: string, path: string): Promise<{ body: Readable; verified: Promise<void> }> {
     const { route, params, query } = this.route(host, 'GET', path);
     const reply = (await route.handler({ peer: this.from, params, query, body: undefined })) as PeerStreamReply;
-    const body = Readable.from(reply.stream);
+    const delay = InProcessPeers.chunkDelayMs;
+    const source = reply.stream;
+    const body = Readable.from(
+      delay === 0
+        ? source
+        : (async function* () {
+            for await (const chunk of source) {
+              await new Promise((resolve) => setTimeout(resolve, delay));
+              yield chunk;
+            }
+          })(),
+    );
     const verified = new Promise<void>((resolve, reject) => {
       body.on('end', resolve);
       body.on('error', reject);
@@ -85,7 +99,7 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
   const hosts = new Map<string, TestHost>();
   const alive = new Set<string>();
 
-  async function makeHost(name: string): Promise<TestHost> {
+  async function makeHost(name: string, catchUpBudgetMs = 10_000): Promise<TestHost> {
     const root = join(temp.path, name);
     const backend = new DirBackend(root);
     const engine = new FakeEngine();
@@ -113,7 +127,7 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
           engine,
           driverName: 'berth',
           log,
-          settings: { hostName: name, leaseTtlSeconds: 1, catchUpBudgetMs: 10_000, finalShipWaitMs: 5000, defaultIntervalMs: 200, handoffHoldMs: 10_000 },
+          settings: { hostName: name, leaseTtlSeconds: 1, catchUpBudgetMs, finalShipWaitMs: 5000, defaultIntervalMs: 200, handoffHoldMs: 10_000 },
         });
         host.routes = createReplicationPeerRoutes(host.service);
         host.ops = new ClusteredVolumes(volumes, host.service, backend, live, name, log);
@@ -141,6 +155,7 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
     }, { timeoutMs: 10_000, description: `${host.name} to hold ${volume} with ${content}` });
 
   beforeEach(async () => {
+    InProcessPeers.chunkDelayMs = 0;
     temp = await makeTempDir('berth-repl-');
     store = await FileStateStore.open(join(temp.path, 'state.db'));
     alive.clear();
@@ -281,6 +296,22 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
     // The old owner never serves what it wrote after the cut.
     const diverged = (await record('db')).base!.replace(/-(\d+)$/, (_, seq: string) => `-${String(Number(seq) + 1).padStart(8, '0')}`);
     await expectBerthError(a.service.serveSnapshot('db', diverged, undefined, 'hB'), 'ERR_VOLUME_FENCED');
+  });
+
+  it('gives up a Mount whose copy takes longer than its budget, cleanly, and leaves the owner as it was', async () => {
+    const a = await makeHost('hA');
+    const b = await makeHost('hB', 300);
+    await a.ops.create('solo', {});
+    await write(a, 'solo', 'x'.repeat(1024));
+    InProcessPeers.chunkDelayMs = 1000; // the whole copy cannot arrive within 300 ms
+    await expectBerthError(b.ops.mount('solo', 'm1'), 'ERR_CATCH_UP_INCOMPLETE', /did not finish in time .*nothing was kept/);
+    expect(await b.chain.replicationSnapshots('solo')).to.deep.equal([]);
+    expect(await b.volumes.hasLiveCopy('solo')).to.equal(false);
+    expect(await record('solo')).to.include({ owner: 'hA', epoch: 1 });
+    expect((await record('solo')).handoff, 'the owner may mount it again at once').to.equal(undefined);
+    InProcessPeers.chunkDelayMs = 0;
+    const path = await b.ops.mount('solo', 'm1');
+    expect(await readFile(join(path, 'data'), 'utf8')).to.equal('x'.repeat(1024));
   });
 
   it('removes the volume cluster-wide: owner data and every replica go, the name is free again', async () => {

@@ -331,7 +331,12 @@ export class ReplicationService {
           if (!isBerthError(error, 'ERR_PEER_UNAVAILABLE')) throw error;
           throw new BerthError('ERR_OWNER_UNAVAILABLE', `owner host ${record.owner} of volume ${record.name} still holds its lease but does not answer (${error.message}); if it is down, its lease expires within ${this.deps.settings.leaseTtlSeconds}s and the volume can then fail over`, { cause: error });
         });
-      await this.catchUp(record, record.owner, snapshot, deadline, log);
+      try {
+        await this.catchUp(record, record.owner, snapshot, deadline, log);
+      } catch (error) {
+        await this.releaseHandoff(record.name);
+        throw error;
+      }
       base = snapshot;
     } else {
       const failover = record.options.failover ?? 'manual';
@@ -366,6 +371,14 @@ export class ReplicationService {
     await this.deps.repo.deleteHeadsBefore(record.name, taken.epoch).catch(() => undefined);
     this.schedule(record.name);
     return taken;
+  }
+
+  /** A handoff to this host that will not happen: the owner may mount the volume again at once. */
+  private async releaseHandoff(name: string): Promise<void> {
+    const found = await this.deps.repo.get(name).catch(() => undefined);
+    if (found?.value.handoff?.to !== this.host) return;
+    const { handoff: _released, ...rest } = found.value;
+    await this.deps.repo.tryPut(rest, found.revision).catch(() => undefined);
   }
 
   /** Live hosts holding a copy, most up to date first (never a diverged one). */
