@@ -19,7 +19,7 @@ import type { VolumeService } from '../volume-driver/volume-service.js';
 /** The engine gives a Mount 2 minutes; a catch-up must give up cleanly well before. */
 const CATCH_UP_BUDGET_MS = 90_000;
 const FINAL_SHIP_WAIT_MS = 30_000;
-const DEFAULT_REPLICATE_EVERY_MS = 1000;
+export const DEFAULT_REPLICATE_EVERY_MS = 1000;
 const HANDOFF_HOLD_MS = 120_000;
 
 /** Live hosts with where their peer port listens (the host registry's records). */

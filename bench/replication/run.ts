@@ -5,6 +5,7 @@
 //   node dist/bench/replication/run.js [--quick] [--only lag,pages,handoff,throughput] [--out FILE]
 //
 // See README.md next to this file for what is measured and how to read the figures.
+import { DEFAULT_REPLICATE_EVERY_MS } from '../../agent/replication-stack.js';
 import { mkdirSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -61,8 +62,8 @@ const USAGE = `usage: node dist/bench/replication/run.js [options]   (as root)
   --agent-arg ARG         extra argument for the agents (repeatable), e.g. --agent-arg=--host-ttl=4s
   --agent-entry JS        the agent's entry script (default dist/bin/berth.js), to compare another build`;
 
-/** The agent's default `replicate-every` (agent/replication-stack.ts), which the lag target is stated for. */
-const DEFAULT_REPLICATE_EVERY = '2s';
+/** The agent's default `replicate-every`, which the lag target is stated for. */
+const DEFAULT_REPLICATE_EVERY = `${DEFAULT_REPLICATE_EVERY_MS / 1000}s`;
 
 async function main(): Promise<number> {
   const options = optionsOrUsage(parseOptions, USAGE);
