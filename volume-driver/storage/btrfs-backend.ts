@@ -77,7 +77,7 @@ export class BtrfsBackend implements StorageBackend {
       volumeFromSnapshot: (source, volume, options, what) => this.volumeFromSnapshot(source, volume, options, what),
       removeTree: (path, volume, what) => this.removeTree(path, volume, what),
       remove: (volume) => this.remove(volume),
-      discard: (path, what) => this.discard(path, what),
+      discard: (path, what, durable) => this.discard(path, what, durable),
     });
   }
 
@@ -321,12 +321,12 @@ export class BtrfsBackend implements StorageBackend {
    * directories entry by entry (rm -r would empty a subvolume inside file by file, and fails
    * on read-only ones), anything else with unlink.
    */
-  private async discard(path: string, what: string): Promise<void> {
+  private async discard(path: string, what: string, durable = true): Promise<void> {
     try {
       const stats = await lstat(path);
       if (!stats.isDirectory()) return await rm(path, { force: true });
-      if (stats.ino === SUBVOLUME_ROOT_INO) return await this.deleteSubvolume(path, what);
-      for (const entry of await readdir(path)) await this.discard(join(path, entry), what);
+      if (stats.ino === SUBVOLUME_ROOT_INO) return await this.deleteSubvolume(path, what, durable);
+      for (const entry of await readdir(path)) await this.discard(join(path, entry), what, durable);
       await rmdir(path);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
@@ -334,12 +334,12 @@ export class BtrfsBackend implements StorageBackend {
     }
   }
 
-  private async deleteSubvolume(path: string, what: string): Promise<void> {
-    const command = ['btrfs', 'subvolume', 'delete', '--commit-after', path];
+  private async deleteSubvolume(path: string, what: string, durable = true): Promise<void> {
+    const command = ['btrfs', 'subvolume', 'delete', ...(durable ? ['--commit-after'] : []), path];
     let result = await execTool(command, what);
     if (result.code !== 0 && /not empty/i.test(result.stderr)) {
       // Subvolumes nested inside (made by a container): delete those first.
-      for (const nested of await nestedSubvolumes(path)) await this.deleteSubvolume(nested, what);
+      for (const nested of await nestedSubvolumes(path)) await this.deleteSubvolume(nested, what, durable);
       result = await execTool(command, what);
     }
     if (result.code !== 0 && (await present(path))) throw toolError(command, what, result);

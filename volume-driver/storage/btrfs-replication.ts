@@ -31,8 +31,8 @@ export interface BtrfsReplicationHost {
   removeTree(path: string, volume: string, what: string): Promise<void>;
   /** The backend's remove(): live data, user snapshots and restore leftovers, never the chain. */
   remove(volume: string): Promise<void>;
-  /** Deletes a subvolume (read-only or not) or a directory of them; succeeds when it is gone. */
-  discard(path: string, what: string): Promise<void>;
+  /** Deletes a subvolume (read-only or not) or a directory of them; succeeds when it is gone. `durable` (default) waits for the commit. */
+  discard(path: string, what: string, durable?: boolean): Promise<void>;
 }
 
 /**
@@ -98,7 +98,9 @@ export class BtrfsReplication implements ReplicationStore {
   }
 
   async deleteReplicationSnapshot(volume: string, id: string): Promise<void> {
-    await this.host.discard(this.layout.replicaPath(volume, id), `cannot delete chain snapshot ${id} of volume ${volume}`);
+    // Not waiting for the commit: an old chain snapshot a crash brings back is deleted again by the next
+    // prune, and a commit wait under a database's fsyncs would hold up every replication cycle.
+    await this.host.discard(this.layout.replicaPath(volume, id), `cannot delete chain snapshot ${id} of volume ${volume}`, false);
   }
 
   async removeReplication(volume: string): Promise<void> {
