@@ -191,13 +191,20 @@ export class ReplicationService {
         if (!found || found.value.state !== 'ready') throw new BerthError('ERR_VOLUME_NOT_FOUND', `volume ${name} does not exist`);
         const { value: record, revision } = found;
         if (record.owner !== this.host) {
-          await this.takeOver(record, { viaMount: true }, log);
+          try {
+            await this.takeOver(record, { viaMount: true }, log);
+          } catch (error) {
+            if (!isBerthError(error, 'ERR_STATE_CONFLICT')) throw error;
+            await sleep(200);
+          }
           continue;
         }
         if (!this.lease.healthy) throw new BerthError('ERR_STATE_UNAVAILABLE', `cannot confirm that this host still owns volume ${name}: the cluster store has not answered for ${this.deps.settings.leaseTtlSeconds}s`);
         if (record.handoff && record.handoff.to !== this.host && Date.parse(record.handoff.until) > Date.now()) {
           throw new BerthError('ERR_VOLUME_BUSY', `volume ${name} is being handed off to host ${record.handoff.to}; start the container there, or retry after ${record.handoff.until}`);
         }
+        // Without its claim this host looks gone to the others, who could fail over while it mounts.
+        if (!(await this.holdsClaim(record))) continue;
         await this.ensureLiveCopy(record, log);
         if (record.mounted && record.handoff === undefined) return mountLocally();
         const { handoff: _dropped, ...rest } = record;
@@ -321,7 +328,10 @@ export class ReplicationService {
     }
     this.requireChain();
     const deadline = Date.now() + this.deps.settings.catchUpBudgetMs;
-    const ownerAlive = await this.ownerAlive(record);
+    const claim = await this.deps.repo.owner(record.name);
+    // A claim of a host the record does not name: a change of owner is being committed right now.
+    if (claim !== undefined && claim.value.host !== record.owner) throw new BerthError('ERR_STATE_CONFLICT', `volume ${record.name} is changing owner; retry`);
+    const ownerAlive = claim !== undefined;
     let base: string;
     if (ownerAlive) {
       if (record.mounted) throw new BerthError('ERR_VOLUME_MOUNTED_ELSEWHERE', `volume ${record.name} is in use on host ${record.owner}; stop its containers there first`);
@@ -423,6 +433,20 @@ export class ReplicationService {
       } catch (error) {
         if (!isBerthError(error, 'ERR_STATE_CONFLICT')) throw error;
       }
+    }
+  }
+
+  /** Whether this host holds the owner claim of a volume it owns, putting it back if it is missing (never over another host's). */
+  private async holdsClaim(record: ClusterVolumeRecord): Promise<boolean> {
+    const current = await this.deps.repo.owner(record.name);
+    if (current?.value.host === this.host) return true;
+    if (current !== undefined) return false; // another host is taking it over: read the record again
+    try {
+      await this.deps.repo.putOwner(record.name, { host: this.host, epoch: record.epoch }, this.lease.current(), 0);
+      return true;
+    } catch (error) {
+      if (isBerthError(error, 'ERR_STATE_CONFLICT')) return false;
+      throw error;
     }
   }
 
