@@ -1,4 +1,4 @@
-import { BerthError } from '../../plugins/errors/berth-error.js';
+import { recordReader, type Fields } from '../../plugins/state/record-reader.js';
 
 /**
  * A network's lifecycle, cluster-wide:
@@ -95,42 +95,7 @@ export interface LocalNetworkRecord {
 
 const NETWORK_STATES: ReadonlySet<string> = new Set(['reserved', 'active', 'removing']);
 
-type Fields = Record<string, unknown>;
-
-function object(key: string, text: string): Fields {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    throw corrupt(key, 'not JSON');
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw corrupt(key, 'not an object');
-  return value as Fields;
-}
-
-function str(key: string, fields: Fields, name: string): string {
-  const value = fields[name];
-  if (typeof value !== 'string' || value.length === 0) throw corrupt(key, `${name} is missing`);
-  return value;
-}
-
-function optionalStr(key: string, fields: Fields, name: string): string | undefined {
-  const value = fields[name];
-  if (value === undefined) return undefined;
-  if (typeof value !== 'string') throw corrupt(key, `${name} is not a string`);
-  return value;
-}
-
-function optionalInt(key: string, fields: Fields, name: string): number | undefined {
-  const value = fields[name];
-  if (value === undefined) return undefined;
-  if (!Number.isInteger(value)) throw corrupt(key, `${name} is not an integer`);
-  return value as number;
-}
-
-function corrupt(key: string, reason: string): BerthError {
-  return new BerthError('ERR_STATE_CORRUPT', `network state ${key} is damaged: ${reason}`);
-}
+const { object, str, optionalStr, optionalInt, corrupt } = recordReader('network state');
 
 /** Spreads only defined optional fields (exactOptionalPropertyTypes). */
 function defined<T extends Fields>(fields: T): { [K in keyof T]: Exclude<T[K], undefined> } {

@@ -1,4 +1,4 @@
-import { BerthError } from '../../plugins/errors/berth-error.js';
+import { recordReader } from '../../plugins/state/record-reader.js';
 
 export type FailoverMode = 'auto' | 'manual';
 
@@ -81,33 +81,7 @@ export function isDiverged(record: ClusterVolumeRecord, id: string): boolean {
   return record.base === undefined || id > record.base;
 }
 
-function corrupt(key: string, reason: string): BerthError {
-  return new BerthError('ERR_STATE_CORRUPT', `replication record ${key} is damaged: ${reason}`);
-}
-
-function object(key: string, text: string): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    throw corrupt(key, 'not JSON');
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw corrupt(key, 'not an object');
-  return value as Record<string, unknown>;
-}
-
-function string(key: string, record: Record<string, unknown>, field: string): string {
-  const value = record[field];
-  if (typeof value !== 'string' || value === '') throw corrupt(key, `${field} is missing`);
-  return value;
-}
-
-function optionalString(key: string, record: Record<string, unknown>, field: string): string | undefined {
-  const value = record[field];
-  if (value === undefined) return undefined;
-  if (typeof value !== 'string') throw corrupt(key, `${field} is invalid`);
-  return value;
-}
+const { object, str: string, optionalStr: optionalString, corrupt } = recordReader('replication record');
 
 function count(key: string, record: Record<string, unknown>, field: string): number {
   const value = record[field];
