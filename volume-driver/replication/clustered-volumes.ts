@@ -105,20 +105,20 @@ export class ClusteredVolumes implements VolumeDriverOps {
     return this.backend.path(name);
   }
 
-  async get(name: string): Promise<VolumeView> {
-    validateVolumeName(name);
-    const found = await this.replication.record(name);
-    if (!found) return this.volumes.get(name);
-    if (found.value.state !== 'ready') throw new BerthError('ERR_VOLUME_NOT_FOUND', `volume ${name} does not exist`);
-    return this.describe(found.value, 'get');
+  get(name: string): Promise<VolumeView> {
+    return this.read(name, 'get');
   }
 
-  async inspect(name: string): Promise<VolumeView> {
+  inspect(name: string): Promise<VolumeView> {
+    return this.read(name, 'inspect');
+  }
+
+  private async read(name: string, depth: 'get' | 'inspect'): Promise<VolumeView> {
     validateVolumeName(name);
     const found = await this.replication.record(name);
-    if (!found) return this.volumes.inspect(name);
+    if (!found) return depth === 'get' ? this.volumes.get(name) : this.volumes.inspect(name);
     if (found.value.state !== 'ready') throw new BerthError('ERR_VOLUME_NOT_FOUND', `volume ${name} does not exist`);
-    return this.describe(found.value, 'inspect');
+    return this.describe(found.value, depth);
   }
 
   async list(): Promise<VolumeView[]> {
