@@ -1,14 +1,12 @@
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { link, lstat, mkdir, open, readdir, readFile, readlink, symlink, writeFile, chown, chmod } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { lstat, mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { expect } from 'chai';
-import { isBerthError } from '../../plugins/errors/berth-error.js';
 import { BtrfsBackend, type BtrfsPoolOptions } from '../../volume-driver/storage/btrfs-backend.js';
 import type { BtrfsReplication } from '../../volume-driver/storage/btrfs-replication.js';
-import { DirBackend } from '../../volume-driver/storage/dir-backend.js';
-import type { StorageBackend } from '../../volume-driver/storage/storage-backend.js';
+import { replicationStoreContract, type ReplicationHost } from '../contracts/replication-store-contract.js';
 import { collect, pieces } from '../helpers/byte-streams.js';
 import { expectBerthError } from '../helpers/expect-berth-error.js';
 import { expectErrno } from '../helpers/fs-assertions.js';
@@ -17,11 +15,10 @@ import { requirePrerequisites } from '../helpers/prerequisites.js';
 import { exitPromise, pidsWithArgument, waitForChildExit } from '../helpers/processes.js';
 import { repoRoot } from '../helpers/repo-root.js';
 import { checkCommand } from '../helpers/run-command.js';
+import { distinctBlocks, fileDigest, fillVolume, KiB, MiB, overwrite, ship, timed, treeDigest, volumeWithSnapshot, writeRandomFile } from '../helpers/replication-trees.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitUntil } from '../helpers/wait-until.js';
 
-const KiB = 1024;
-const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
 const TOOLS = ['mkfs.btrfs', 'btrfs', 'losetup', 'mount', 'umount'];
 
@@ -119,112 +116,6 @@ describe('btrfs replication chains between pools', function () {
     expect(incremental.bytes).to.be.below(2 * MiB);
     expect(await fileDigest(join(b.backend.layout.replicaPath('scatter', 'e0000001-00000002'), 'data'))).to.equal(await fileDigest(join(live, 'data')));
     expect(await b.chain.replicationSnapshots('scatter')).to.deep.equal(['e0000001-00000001', 'e0000001-00000002']);
-  });
-
-  it('forwards a chain: A→B, then B→C relative to a snapshot C received from A', async () => {
-    const [a, b, c] = [await host('a'), await host('b'), await host('c')];
-    const live = await a.backend.create('fwd', {});
-    await writeRandomFile(join(live, 'one'), 4 * MiB);
-    await a.chain.takeReplicationSnapshot('fwd', 'e0000001-00000001');
-    await ship(a, b, 'fwd', 'e0000001-00000001');
-    await ship(a, c, 'fwd', 'e0000001-00000001');
-    await writeRandomFile(join(live, 'two'), 2 * MiB);
-    await a.chain.takeReplicationSnapshot('fwd', 'e0000001-00000002');
-    await ship(a, b, 'fwd', 'e0000001-00000002', 'e0000001-00000001');
-
-    const forwarded = await ship(b, c, 'fwd', 'e0000001-00000002', 'e0000001-00000001');
-    expect(forwarded.bytes).to.be.below(3 * MiB);
-    const atA = a.backend.layout.replicaPath('fwd', 'e0000001-00000002');
-    const atC = c.backend.layout.replicaPath('fwd', 'e0000001-00000002');
-    expect(await treeDigest(atC)).to.deep.equal(await treeDigest(atA));
-    // C knows the snapshot by A's identity, wherever it got it from: it can take A's next increment directly.
-    expect((await subvolumeShow(atC)).receivedUuid).to.equal((await subvolumeShow(atA)).uuid);
-    await writeFile(join(live, 'three'), 'three');
-    await a.chain.takeReplicationSnapshot('fwd', 'e0000001-00000003');
-    await ship(a, c, 'fwd', 'e0000001-00000003', 'e0000001-00000002');
-    expect(await readFile(join(c.backend.layout.replicaPath('fwd', 'e0000001-00000003'), 'three'), 'utf8')).to.equal('three');
-  });
-
-  it('promotes a replica and ships its new snapshots back to the demoted owner relative to their last common snapshot', async () => {
-    const [a, b] = [await host('a'), await host('b')];
-    const live = await a.backend.create('promo', {});
-    await writeRandomFile(join(live, 'base'), 4 * MiB);
-    await a.chain.takeReplicationSnapshot('promo', 'e0000001-00000001');
-    await ship(a, b, 'promo', 'e0000001-00000001');
-    await writeFile(join(live, 'second'), 'second');
-    await a.chain.takeReplicationSnapshot('promo', 'e0000001-00000002');
-    await ship(a, b, 'promo', 'e0000001-00000002', 'e0000001-00000001');
-    // Written on A after B's last copy: lost by the failover.
-    await writeFile(join(live, 'diverged'), 'diverged');
-    await a.chain.takeReplicationSnapshot('promo', 'e0000001-00000003');
-    await a.backend.createSnapshot('promo', 'user-snapshot');
-
-    const promoted = await b.chain.materializeReplicationSnapshot('promo', 'e0000001-00000002', {});
-    expect(await readFile(join(promoted, 'second'), 'utf8')).to.equal('second');
-    await writeFile(join(promoted, 'after-promotion'), 'on b');
-    await writeRandomFile(join(promoted, 'more'), 1 * MiB);
-    await b.chain.takeReplicationSnapshot('promo', 'e0000002-00000001');
-
-    await a.chain.dropLiveData('promo');
-    await a.chain.dropLiveData('promo');
-    expect(await a.backend.exists('promo')).to.equal(false);
-    expect(await a.backend.snapshotNames('promo')).to.deep.equal([]);
-    expect(await a.chain.replicationSnapshots('promo')).to.deep.equal(['e0000001-00000001', 'e0000001-00000002', 'e0000001-00000003']);
-    await a.chain.deleteReplicationSnapshot('promo', 'e0000001-00000003');
-
-    const back = await ship(b, a, 'promo', 'e0000002-00000001', 'e0000001-00000002');
-    expect(back.bytes).to.be.below(2 * MiB);
-    await a.chain.materializeReplicationSnapshot('promo', 'e0000002-00000001', {});
-    expect(await treeDigest(a.backend.path('promo'))).to.deep.equal(await treeDigest(promoted));
-    expect(await a.chain.replicationSnapshots('promo')).to.deep.equal(['e0000001-00000001', 'e0000001-00000002', 'e0000002-00000001']);
-  });
-
-  it('receives nothing from a truncated stream, a stream with trailing bytes or one of another snapshot', async () => {
-    const [a, b] = [await host('a'), await host('b')];
-    await volumeWithSnapshot(a, 'cut', 4 * MiB);
-    const whole = await collect(a.chain.sendReplicationSnapshot('cut', 'e0000001-00000001'));
-    const cases: Array<[string, Buffer, RegExp]> = [
-      ['cut in the middle', whole.subarray(0, whole.length >> 1), /truncated/],
-      // Cut at a command boundary: btrfs receive alone would finish this as a complete snapshot.
-      ['cut before the end marker', whole.subarray(0, whole.length - 10), /truncated/],
-      ['trailing bytes', Buffer.concat([whole, Buffer.from('x')]), /after its end marker/],
-    ];
-    for (const [label, data, message] of cases) {
-      const error = await expectBerthError(b.chain.receiveReplicationSnapshot('cut', 'e0000001-00000001', pieces(data, 64 * KiB)), 'ERR_REPLICATION');
-      expect(error.message, label).to.match(message).and.include('cut');
-      await expectNothingReceived(b, 'cut');
-    }
-    await expectBerthError(b.chain.receiveReplicationSnapshot('cut', 'e0000009-00000009', pieces(whole, 64 * KiB)), 'ERR_REPLICATION', /holds snapshot "e0000001-00000001"/);
-    await expectNothingReceived(b, 'cut');
-
-    await b.chain.receiveReplicationSnapshot('cut', 'e0000001-00000001', pieces(whole, 64 * KiB));
-    expect(await b.chain.replicationSnapshots('cut')).to.deep.equal(['e0000001-00000001']);
-    await expectBerthError(b.chain.receiveReplicationSnapshot('cut', 'e0000001-00000001', pieces(whole, 64 * KiB)), 'ERR_SNAPSHOT_EXISTS');
-  });
-
-  it('keeps nothing when verify rejects, and rethrows its error as it is', async () => {
-    const [a, b] = [await host('a'), await host('b')];
-    await volumeWithSnapshot(a, 'verify', 2 * MiB);
-    const whole = await collect(a.chain.sendReplicationSnapshot('verify', 'e0000001-00000001'));
-    let consumed = false;
-    const source = async function* (): AsyncGenerator<Buffer> {
-      yield* pieces(whole, 64 * KiB);
-      consumed = true;
-    };
-    const mismatch = new Error('checksum mismatch');
-    let consumedAtVerify: boolean | undefined;
-    const rejected = await b.chain
-      .receiveReplicationSnapshot('verify', 'e0000001-00000001', source(), async () => {
-        consumedAtVerify = consumed;
-        throw mismatch;
-      })
-      .then(
-        () => undefined,
-        (error: unknown) => error,
-      );
-    expect(rejected).to.equal(mismatch);
-    expect(consumedAtVerify).to.equal(true);
-    await expectNothingReceived(b, 'verify');
   });
 
   it('fails clearly when the parent of an incremental stream is missing, small or large', async () => {
@@ -415,149 +306,25 @@ describe('btrfs replication chains between pools', function () {
     expect(await a.chain.replicationSnapshots('sender')).to.deep.equal([]);
   });
 
-  it('refuses ids and volume names that could leave the layout', async () => {
-    const a = await host('a');
-    await a.backend.create('names', {});
-    await a.chain.takeReplicationSnapshot('names', 'e0000001-00000001');
-    const empty = (async function* (): AsyncGenerator<Buffer> {})();
-    for (const id of ['../e1', 'a/b', '..', '.', '', '.receiving-x', 'E1', 'x'.repeat(129)]) {
-      await expectBerthError(a.chain.takeReplicationSnapshot('names', id), 'ERR_INVALID_NAME');
-      await expectBerthError(a.chain.deleteReplicationSnapshot('names', id), 'ERR_INVALID_NAME');
-      await expectBerthError(a.chain.receiveReplicationSnapshot('names', id, empty), 'ERR_INVALID_NAME');
-      await expectBerthError(a.chain.materializeReplicationSnapshot('names', id, {}), 'ERR_INVALID_NAME');
-      await expectBerthError(a.chain.changedBytesSince('names', id), 'ERR_INVALID_NAME');
-      expectThrows(() => a.chain.sendReplicationSnapshot('names', id), 'ERR_INVALID_NAME');
-      expectThrows(() => a.chain.sendReplicationSnapshot('names', 'e0000001-00000001', id), 'ERR_INVALID_NAME');
-    }
-    for (const volume of ['../names', 'a/b', '..', '']) {
-      await expectBerthError(a.chain.takeReplicationSnapshot(volume, 'e0000001-00000001'), 'ERR_INVALID_NAME');
-      await expectBerthError(a.chain.replicationSnapshots(volume), 'ERR_INVALID_NAME');
-      await expectBerthError(a.chain.removeReplication(volume), 'ERR_INVALID_NAME');
-      await expectBerthError(a.chain.dropLiveData(volume), 'ERR_INVALID_NAME');
-      await expectBerthError(a.chain.receiveReplicationSnapshot(volume, 'e0000001-00000001', empty), 'ERR_INVALID_NAME');
-      expectThrows(() => a.chain.sendReplicationSnapshot(volume, 'e0000001-00000001'), 'ERR_INVALID_NAME');
-    }
-    expect(await a.chain.replicationSnapshots('names')).to.deep.equal(['e0000001-00000001']);
-  });
-
-  it('is not offered by the dir backend', async () => {
-    if (!temp) throw new Error('no temporary directory');
-    const backend: StorageBackend = new DirBackend(join(temp.path, 'dir'));
-    expect(backend.replication).to.equal(undefined);
-  });
+  replicationStoreContract({ host, expectNothingLeft: expectNoPartialSubvolume, checkForwarded: expectSameIdentity });
 });
-
-/** Creates `volume` on the host with a file `data` of `bytes` random bytes and takes chain snapshot `id` of it; returns the live path. */
-async function volumeWithSnapshot(on: Host, volume: string, bytes: number, id = 'e0000001-00000001'): Promise<string> {
-  const live = await on.backend.create(volume, {});
-  await writeRandomFile(join(live, 'data'), bytes);
-  await on.chain.takeReplicationSnapshot(volume, id);
-  return live;
-}
-
-/** Sends `id` (relative to `parent`) from one host and receives it on another; returns the stream's size and the time taken. */
-async function ship(from: Host, to: Host, volume: string, id: string, parent?: string): Promise<{ bytes: number; ms: number }> {
-  let bytes = 0;
-  const counted = async function* (): AsyncGenerator<Buffer> {
-    for await (const chunk of from.chain.sendReplicationSnapshot(volume, id, parent)) {
-      bytes += (chunk as Buffer).length;
-      yield chunk as Buffer;
-    }
-  };
-  const ms = await timed(() => to.chain.receiveReplicationSnapshot(volume, id, counted()));
-  return { bytes, ms };
-}
 
 async function expectNothingReceived(host: Host, volume: string): Promise<void> {
   expect(await host.chain.replicationSnapshots(volume)).to.deep.equal([]);
   expect(await readdir(host.backend.layout.replicasOf(volume)).catch(() => [])).to.deep.equal([]);
   expect(await readdir(host.backend.layout.stagingDir)).to.deep.equal([]);
   expect(await readdir(host.backend.layout.trashDir)).to.deep.equal([]);
+  await expectNoPartialSubvolume(host);
+}
+
+async function expectNoPartialSubvolume(host: ReplicationHost): Promise<void> {
   const subvolumes = await checkCommand(['btrfs', 'subvolume', 'list', '-o', host.backend.layout.base]);
   expect(subvolumes.stdout).to.not.include('.receiving-');
 }
 
-/** About 50 MiB: large and small files, a hard link, a symlink, an empty directory, other owners and modes. */
-async function fillVolume(root: string): Promise<void> {
-  await mkdir(join(root, 'big'));
-  for (let index = 0; index < 4; index++) await writeRandomFile(join(root, 'big', `blob-${index}`), 12 * MiB);
-  await mkdir(join(root, 'small', 'deeper'), { recursive: true });
-  for (let index = 0; index < 200; index++) await writeFile(join(root, 'small', index % 2 ? 'deeper' : '', `f-${index}`), randomBytes(10 * KiB));
-  await writeFile(join(root, 'private'), 'secret');
-  await chown(join(root, 'private'), 1234, 1234);
-  await chmod(join(root, 'private'), 0o600);
-  await link(join(root, 'private'), join(root, 'private-link'));
-  await symlink('big/blob-0', join(root, 'to-blob'));
-  await mkdir(join(root, 'empty'));
-  await writeFile(join(root, 'sparse'), '');
-  const handle = await open(join(root, 'sparse'), 'r+');
-  try {
-    await handle.write(Buffer.from('end'), 0, 3, 32 * MiB);
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Every entry below `root` with its type, owner, mode, size and content hash (inode numbers for hard links). */
-async function treeDigest(root: string): Promise<string[]> {
-  const lines: string[] = [];
-  const inodes = new Map<number, string>();
-  const walk = async (dir: string): Promise<void> => {
-    for (const name of (await readdir(dir)).sort()) {
-      const path = join(dir, name);
-      const stats = await lstat(path);
-      const rel = relative(root, path);
-      let what: string;
-      if (stats.isSymbolicLink()) what = `link ${await readlink(path)}`;
-      else if (stats.isDirectory()) what = 'dir';
-      else if (stats.nlink > 1 && inodes.has(stats.ino)) what = `hardlink ${inodes.get(stats.ino) ?? ''}`;
-      else what = `file ${stats.size} ${await fileDigest(path)}`;
-      if (stats.isFile()) inodes.set(stats.ino, rel);
-      lines.push(`${rel} ${stats.uid}:${stats.gid} ${(stats.mode & 0o7777).toString(8)} ${what}`);
-      if (stats.isDirectory()) await walk(path);
-    }
-  };
-  const top = await lstat(root);
-  lines.push(`. ${top.uid}:${top.gid} ${(top.mode & 0o7777).toString(8)}`);
-  await walk(root);
-  return lines;
-}
-
-async function fileDigest(path: string): Promise<string> {
-  return createHash('sha256').update(await readFile(path)).digest('hex');
-}
-
-async function writeRandomFile(path: string, bytes: number): Promise<void> {
-  const handle = await open(path, 'w');
-  try {
-    for (let written = 0; written < bytes; written += MiB) await handle.write(randomBytes(Math.min(MiB, bytes - written)));
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-async function overwrite(path: string, offset: number, bytes: number): Promise<void> {
-  const handle = await open(path, 'r+');
-  try {
-    await handle.write(randomBytes(bytes), 0, bytes, offset);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-/** `count` distinct block numbers below `blocks`, spread over the range. */
-function distinctBlocks(count: number, blocks: number): number[] {
-  const chosen = new Set<number>();
-  while (chosen.size < count) chosen.add(randomBytes(4).readUInt32LE(0) % blocks);
-  return [...chosen].sort((x, y) => x - y);
-}
-
-async function timed(work: () => Promise<unknown>): Promise<number> {
-  const started = process.hrtime.bigint();
-  await work();
-  return Number(process.hrtime.bigint() - started) / 1e6;
+/** C knows a forwarded snapshot by A's identity (received_uuid), so it can take A's next increment directly. */
+async function expectSameIdentity(atA: string, atC: string): Promise<void> {
+  expect((await subvolumeShow(atC)).receivedUuid).to.equal((await subvolumeShow(atA)).uuid);
 }
 
 async function subvolumeShow(path: string): Promise<{ uuid: string; receivedUuid: string; flags: string }> {
@@ -566,12 +333,3 @@ async function subvolumeShow(path: string): Promise<{ uuid: string; receivedUuid
   return { uuid: field('UUID'), receivedUuid: field('Received UUID'), flags: field('Flags') };
 }
 
-function expectThrows(call: () => unknown, code: 'ERR_INVALID_NAME'): void {
-  try {
-    call();
-  } catch (error) {
-    if (isBerthError(error, code)) return;
-    throw new Error(`expected a BerthError ${code}, got ${String(error)}`, { cause: error });
-  }
-  throw new Error(`expected a BerthError ${code}, but the call returned`);
-}

@@ -11,19 +11,19 @@ import type { PeerLink, PeerRoute, PeerStreamReply } from '../../volume-driver/r
 import { createReplicationPeerRoutes } from '../../volume-driver/replication/replication-peer-routes.js';
 import { ReplicationService } from '../../volume-driver/replication/replication-service.js';
 import { DirBackend } from '../../volume-driver/storage/dir-backend.js';
+import type { DirReplication } from '../../volume-driver/storage/dir-replication.js';
 import { UsageTracker } from '../../volume-driver/usage-tracker.js';
 import { VolumeRepository } from '../../volume-driver/volume-repository.js';
 import { VolumeService } from '../../volume-driver/volume-service.js';
-import { DirectoryChainStore } from '../helpers/directory-chain-store.js';
 import { expectBerthError } from '../helpers/expect-berth-error.js';
 import { FakeEngine } from '../helpers/fake-engine.js';
 import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitUntil } from '../helpers/wait-until.js';
 
 // The replication control plane of several hosts in one process, on one real file store (leases, watches,
-// compare-and-swap as etcd has them). Stand-ins, said so: the chain is DirectoryChainStore (directory
-// copies instead of btrfs send/receive) and peers call each other's route handlers directly instead of
-// over mutual TLS; both real paths are tested in the integration and e2e tiers.
+// compare-and-swap as etcd has them) and the dir backend's real replication chain (copies and block-level
+// diffs, see dir-replication.ts). The stand-in, said so: peers call each other's route handlers directly
+// instead of over mutual TLS, which is tested in the integration and e2e tiers.
 
 const log = createLogger((process.env.BERTH_TEST_LOG as 'debug' | undefined) ?? 'silent');
 
@@ -32,7 +32,8 @@ interface TestHost {
   readonly root: string;
   readonly engine: FakeEngine;
   readonly volumes: VolumeService;
-  readonly chain: DirectoryChainStore;
+  readonly backend: DirBackend;
+  readonly chain: DirReplication;
   service: ReplicationService;
   ops: ClusteredVolumes;
   routes: PeerRoute[];
@@ -105,12 +106,13 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
     const engine = new FakeEngine();
     const volumes = new VolumeService({ repository: new VolumeRepository(store, `hosts/${name}/`), backend, usage: new UsageTracker(backend, log), log });
     await volumes.recover();
-    const chain = new DirectoryChainStore(join(root, 'chain'), (volume) => backend.path(volume), (volume) => backend.remove(volume));
+    const chain = backend.replication;
     const host: TestHost = {
       name,
       root,
       engine,
       volumes,
+      backend,
       chain,
       service: undefined as unknown as ReplicationService,
       ops: undefined as unknown as ClusteredVolumes,
@@ -151,7 +153,7 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
     waitUntil(async () => {
       const ids = await host.chain.replicationSnapshots(volume);
       const newest = ids.filter((id) => id.startsWith('e')).at(-1);
-      return newest !== undefined && (await readFile(join(host.root, 'chain', volume, newest, 'data'), 'utf8').catch(() => '')) === content;
+      return newest !== undefined && (await readFile(join(host.backend.layout.replicaPath(volume, newest), 'data'), 'utf8').catch(() => '')) === content;
     }, { timeoutMs: 10_000, description: `${host.name} to hold ${volume} with ${content}` });
 
   beforeEach(async () => {
@@ -289,7 +291,7 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
     expect(a.engine.stopped).to.deep.equal(['pg-a']);
     const kept = (await a.chain.replicationSnapshots('db')).filter((id) => id.startsWith('diverged-'));
     expect(kept).to.have.length(1);
-    expect(await readFile(join(a.root, 'chain', 'db', kept[0]!, 'data'), 'utf8')).to.equal('after-cut-on-hA');
+    expect(await readFile(join(a.backend.layout.replicaPath('db', kept[0]!), 'data'), 'utf8')).to.equal('after-cut-on-hA');
     await replicaHolds(a, 'db', 'new-owner-data');
     await replicaHolds(c, 'db', 'new-owner-data');
     expect(await b.live('db')).to.equal('new-owner-data');

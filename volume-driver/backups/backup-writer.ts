@@ -24,7 +24,7 @@ import type { PendingBackup } from './backup-target.js';
 import { bufferSource, objectFileName, storeObject, type ObjectCodec } from './object-pipeline.js';
 import { symlinkTargetProblem } from './tree/safe-extract.js';
 import { packTree } from './tree/tar-pack.js';
-import type { RootMetadata, TreeEntry } from './tree/tree-entry.js';
+import { withoutInode, type RootMetadata, type TreeEntry } from './tree/tree-entry.js';
 import { readRootMetadata, walkTree } from './tree/walk-tree.js';
 
 export interface WriteInput {
@@ -105,6 +105,7 @@ async function writeIncremental(input: WriteInput, parent: BlockIndex, root: Roo
   const wholeBytes = wholeFiles.reduce((sum, entry) => sum + entry.size, 0);
   const deltaBytes = deltas.reduce((sum, delta) => sum + delta.blocks.reduce((total, block) => total + block.length, 0), 0);
 
+  // The tree listing is about content and metadata; inode numbers mean nothing on restore.
   const tree = await storeObject(bufferSource([Buffer.from(entries.map((entry) => `${JSON.stringify(withoutInode(entry))}\n`).join(''), 'utf8')]), input.pending.createObject(objectFileName('tree.ndjson', input.codec)), objectFileName('tree.ndjson', input.codec), input.codec);
   const data = await storeTree(input, root, packed, wholeIndex, logicalBytes, logicalBytes / 2, wholeBytes + deltaBytes);
   const deltasObject = await storeObject(Readable.from(deltaStream(input.snapshotPath, deltas)), input.pending.createObject(objectFileName('deltas.bin', input.codec)), objectFileName('deltas.bin', input.codec), input.codec);
@@ -160,12 +161,6 @@ async function* deltaStream(snapshotPath: string, deltas: ReadonlyArray<{ header
 
 function fileStat(entry: TreeEntry): { size: number; mtimeMs: number; ctimeMs: number; ino: number } {
   return { size: entry.size, mtimeMs: entry.mtimeMs, ctimeMs: entry.ctimeMs ?? 0, ino: entry.ino ?? 0 };
-}
-
-/** The tree listing is about content and metadata; inode numbers mean nothing on restore. */
-function withoutInode(entry: TreeEntry): Omit<TreeEntry, 'dev' | 'ino' | 'nlink' | 'ctimeMs'> {
-  const { dev: _dev, ino: _ino, nlink: _nlink, ctimeMs: _ctime, ...rest } = entry;
-  return rest;
 }
 
 async function* iterate<T>(items: readonly T[]): AsyncGenerator<T> {

@@ -6,6 +6,7 @@
  * The whole object is a stream: nothing needs to fit in memory.
  */
 import { BerthError } from '../../plugins/errors/berth-error.js';
+import { ByteReader } from '../../plugins/util/byte-reader.js';
 import { BLOCK_SIZE } from './block-index.js';
 
 export interface DeltaHeader {
@@ -39,42 +40,29 @@ export type DeltaEvent = { readonly kind: 'file'; readonly header: DeltaHeader }
 /** Parses a deltas stream incrementally, validating every bound; errors name the object. */
 export async function* readDeltas(stream: AsyncIterable<Buffer>, objectName: string): AsyncGenerator<DeltaEvent> {
   const corrupt = (why: string) => new BerthError('ERR_BACKUP_CORRUPT', `${objectName} is corrupt: ${why}`);
-  let buffer: Buffer = Buffer.alloc(0);
-  const chunks = stream[Symbol.asyncIterator]();
-  let ended = false;
-  const need = async (bytes: number): Promise<boolean> => {
-    while (buffer.length < bytes && !ended) {
-      const next = await chunks.next();
-      if (next.done) ended = true;
-      else buffer = buffer.length === 0 ? next.value : Buffer.concat([buffer, next.value]);
-    }
-    return buffer.length >= bytes;
-  };
-  const take = (bytes: number): Buffer => {
-    const out = buffer.subarray(0, bytes);
-    buffer = buffer.subarray(bytes);
-    return out;
-  };
-  while (await need(1)) {
-    if (!(await need(4))) throw corrupt('truncated delta header');
-    const headerLength = take(4).readUInt32BE(0);
-    if (headerLength > 1024 * 1024 || !(await need(headerLength))) throw corrupt('truncated delta header');
+  let truncation = 'truncated delta header';
+  const input = new ByteReader(stream, () => corrupt(truncation));
+  while (await input.has(1)) {
+    truncation = 'truncated delta header';
+    const headerLength = (await input.read(4)).readUInt32BE(0);
+    if (headerLength > 1024 * 1024) throw corrupt('truncated delta header');
     let header: DeltaHeader;
     try {
-      header = JSON.parse(take(headerLength).toString('utf8')) as DeltaHeader;
-    } catch {
+      header = JSON.parse((await input.read(headerLength)).toString('utf8')) as DeltaHeader;
+    } catch (error) {
+      if (error instanceof BerthError) throw error;
       throw corrupt('unreadable delta header');
     }
     if (typeof header.path !== 'string' || !Number.isSafeInteger(header.size) || !Number.isSafeInteger(header.baseSize) || !Number.isSafeInteger(header.blocks)) throw corrupt('invalid delta header');
     yield { kind: 'file', header };
     for (let block = 0; block < header.blocks; block++) {
-      if (!(await need(8))) throw corrupt(`truncated block record in ${header.path}`);
-      const head = take(8);
+      truncation = `truncated block record in ${header.path}`;
+      const head = await input.read(8);
       const index = head.readUInt32BE(0);
       const length = head.readUInt32BE(4);
       if (length > BLOCK_SIZE || index * BLOCK_SIZE + length > header.size) throw corrupt(`block ${index} of ${header.path} is out of bounds`);
-      if (!(await need(length))) throw corrupt(`truncated block ${index} of ${header.path}`);
-      yield { kind: 'block', path: header.path, index, data: Buffer.from(take(length)) };
+      truncation = `truncated block ${index} of ${header.path}`;
+      yield { kind: 'block', path: header.path, index, data: Buffer.from(await input.read(length)) };
     }
   }
 }

@@ -103,6 +103,20 @@ function sameBlock(previous: FileIndexEntry, index: number, hashes: Buffer, leng
   return previous.hashes.compare(hashes, start, start + HASH_BYTES, start, start + HASH_BYTES) === 0;
 }
 
+/** Bytes of block `index` in a file of `size` bytes. */
+export function blockLength(size: number, index: number): number {
+  return Math.min(BLOCK_SIZE, size - index * BLOCK_SIZE);
+}
+
+/** The blocks of `current` (ascending) whose content differs from `previous`, a version of the same file. */
+export function changedBlocks(previous: FileIndexEntry, current: FileIndexEntry): number[] {
+  const changed: number[] = [];
+  for (let index = 0; index < blockCount(current.size); index++) {
+    if (!sameBlock(previous, index, current.hashes, blockLength(current.size, index))) changed.push(index);
+  }
+  return changed;
+}
+
 /** Hashes the blocks of one archived chunk; chunks start on block boundaries. */
 export function hashChunkInto(hashes: Buffer, chunk: Buffer, offset: number): void {
   for (let position = 0; position < chunk.length; position += BLOCK_SIZE) {

@@ -7,8 +7,9 @@
 //   owner is alive; when it expires, the owner is gone.
 // - Data moves as a chain of read-only snapshots (ids `e<epoch>-<seq>`). The owner takes one every
 //   `replicate-every` when the data changed and publishes it as the head of its epoch; replicas pull it
-//   over the peer port relative to the newest snapshot they hold (btrfs send/receive) and report what they
-//   hold. Pulling, not pushing: a former owner can never write into anyone's copy.
+//   over the peer port relative to the newest snapshot they hold (btrfs send/receive, or the dir backend's
+//   block-level diffs) and report what they hold. Pulling, not pushing: a former owner can never write
+//   into anyone's copy.
 // - Fencing: snapshots a former owner took after the snapshot the next epoch started from (`base`) are
 //   diverged: never served, never used as a parent, deleted from chains, and the former owner's own live
 //   data from after the cut is kept aside under a `diverged-*` id before it rejoins as a replica.
@@ -52,7 +53,7 @@ export interface ReplicationSettings {
 export interface ReplicationDeps {
   readonly repo: ClusterVolumeRepository;
   readonly volumes: VolumeService;
-  /** The backend's replication chain; absent when the backend cannot ship snapshots (dir). */
+  /** The backend's replication chain; absent when the backend cannot ship snapshots (both built-in backends can). */
   readonly chain?: ReplicationStore;
   readonly backendKind: string;
   /** Absent without a peer port: volumes then stay on the host that made them. */
@@ -105,7 +106,7 @@ export class ReplicationService {
 
   /** Why this host cannot keep copies or take volumes over (undefined: it can). */
   get unavailableReason(): string | undefined {
-    if (!this.deps.chain) return `a backend that can ship snapshots between hosts (btrfs); this agent uses ${this.deps.backendKind}`;
+    if (!this.deps.chain) return `a backend that can ship snapshots between hosts; this agent uses ${this.deps.backendKind}`;
     if (!this.deps.peers) return 'the peer port: start every agent with --pki-dir (see berth cluster init)';
     return undefined;
   }
@@ -672,7 +673,7 @@ export class ReplicationService {
 
   private requireChain(): ReplicationStore {
     const chain = this.deps.chain;
-    if (!chain) throw new BerthError('ERR_NOT_SUPPORTED', `replication needs a backend that can ship snapshots (btrfs); this agent uses ${this.deps.backendKind}`);
+    if (!chain) throw new BerthError('ERR_NOT_SUPPORTED', `replication needs a backend that can ship snapshots; this agent uses ${this.deps.backendKind}`);
     return chain;
   }
 

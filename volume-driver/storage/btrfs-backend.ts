@@ -129,14 +129,8 @@ export class BtrfsBackend implements StorageBackend {
   /** Moves the tree at `path` (the volume's `what`) to trash/ and deletes it there; succeeds when it is gone. */
   private async removeTree(path: string, volume: string, what: string): Promise<void> {
     // Renaming a directory that holds read-only snapshots is allowed; moving the snapshots themselves to another directory is not.
-    const trash = this.layout.scratchPath('trash', volume);
-    try {
-      await rename(path, trash);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw translateError(error, 'ERR_STORAGE', `cannot remove ${what} of volume ${volume}`);
-    }
-    await this.discard(trash, `the ${what} of volume ${volume} were detached but ${trash} could not be deleted`);
+    const trash = await this.layout.moveToTrash(path, volume, what);
+    if (trash !== undefined) await this.discard(trash, `the ${what} of volume ${volume} were detached but ${trash} could not be deleted`);
   }
 
   path(name: string): string {

@@ -1,15 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rename } from 'node:fs/promises';
+import { mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BerthError, translateError } from '../../plugins/errors/berth-error.js';
 import { runTool, spawnTool, toolError, type SpawnedTool } from '../../plugins/util/run-tool.js';
-import { isValidVolumeName } from '../volume-name.js';
 import type { VolumeOptions } from '../volume-options.js';
 import { renameSendStream } from './btrfs-send-stream.js';
-import { REPLICATION_SNAPSHOT_ID, type ReplicationStore } from './storage-backend.js';
+import type { ReplicationStore } from './storage-backend.js';
 import { present, syncDirectory, type StorageLayout } from './storage-layout.js';
 
 /** Prefix of a snapshot being received in its chain directory; ids never start with a dot. */
@@ -65,16 +64,9 @@ export class BtrfsReplication implements ReplicationStore {
 
   /** Creates replicas/ and deletes snapshots whose receive a crash interrupted. */
   async prepare(): Promise<void> {
-    await mkdir(this.layout.replicasDir, { recursive: true, mode: 0o700 });
-    for (const volume of await readdir(this.layout.replicasDir)) {
-      if (!isValidVolumeName(volume)) continue; // not made by us: left alone
-      const chain = this.layout.replicasOf(volume);
-      const entries = await readdir(chain).catch((error: NodeJS.ErrnoException) => {
-        if (error.code === 'ENOTDIR') return [];
-        throw error;
-      });
+    for (const { volume, path, entries } of await this.layout.chainDirectories()) {
       for (const entry of entries) {
-        if (entry.startsWith(RECEIVING_PREFIX)) await this.host.discard(join(chain, entry), `cannot delete the interrupted receive ${entry} of volume ${volume}`);
+        if (entry.startsWith(RECEIVING_PREFIX)) await this.host.discard(join(path, entry), `cannot delete the interrupted receive ${entry} of volume ${volume}`);
       }
     }
   }
@@ -83,18 +75,8 @@ export class BtrfsReplication implements ReplicationStore {
     await this.host.snapshotLive(volume, this.layout.replicaPath(volume, id), `chain snapshot ${id} of volume ${volume}`, `cannot take chain snapshot ${id} of volume ${volume}`);
   }
 
-  async replicationSnapshots(volume: string): Promise<string[]> {
-    let entries;
-    try {
-      entries = await readdir(this.layout.replicasOf(volume), { withFileTypes: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw translateError(error, 'ERR_STORAGE', `cannot list the chain of volume ${volume}`);
-    }
-    return entries
-      .filter((entry) => entry.isDirectory() && REPLICATION_SNAPSHOT_ID.test(entry.name))
-      .map((entry) => entry.name)
-      .sort();
+  replicationSnapshots(volume: string): Promise<string[]> {
+    return this.layout.replicationSnapshotIds(volume);
   }
 
   async deleteReplicationSnapshot(volume: string, id: string): Promise<void> {
@@ -107,20 +89,8 @@ export class BtrfsReplication implements ReplicationStore {
     await this.host.removeTree(this.layout.replicasOf(volume), volume, 'replication chain');
   }
 
-  async replicationVolumes(): Promise<string[]> {
-    let entries;
-    try {
-      entries = await readdir(this.layout.replicasDir, { withFileTypes: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw translateError(error, 'ERR_STORAGE', 'cannot list replication chains');
-    }
-    const volumes: string[] = [];
-    for (const entry of entries) {
-      // A chain whose last snapshot was deleted leaves its directory: that is no chain.
-      if (entry.isDirectory() && isValidVolumeName(entry.name) && (await this.replicationSnapshots(entry.name)).length > 0) volumes.push(entry.name);
-    }
-    return volumes.sort();
+  replicationVolumes(): Promise<string[]> {
+    return this.layout.replicationVolumeNames();
   }
 
   /**
@@ -138,8 +108,8 @@ export class BtrfsReplication implements ReplicationStore {
     // A consumer that stops reading (a dropped connection) must not leave btrfs send blocked on a full pipe.
     output.once('close', () => tool?.kill());
     const run = async (): Promise<void> => {
-      await this.requireReplica(volume, id);
-      if (parent !== undefined) await this.requireReplica(volume, parent);
+      await this.layout.requireReplica(volume, id);
+      if (parent !== undefined) await this.layout.requireReplica(volume, parent);
       if (output.destroyed) return;
       const command = ['btrfs', '-q', 'send', ...(parentPath === undefined ? [] : ['-p', parentPath]), source];
       tool = spawnTool(command, what, { streamOutput: true }, 'ERR_REPLICATION');
@@ -205,7 +175,7 @@ export class BtrfsReplication implements ReplicationStore {
   }
 
   async materializeReplicationSnapshot(volume: string, id: string, options: VolumeOptions): Promise<string> {
-    const source = await this.requireReplica(volume, id);
+    const source = await this.layout.requireReplica(volume, id);
     return this.host.volumeFromSnapshot(source, volume, options, `cannot make the live data of volume ${volume} from chain snapshot ${id}`);
   }
 
@@ -217,7 +187,7 @@ export class BtrfsReplication implements ReplicationStore {
    * extent rewritten twice counts once. It assumes the live data descends from the snapshot.
    */
   async changedBytesSince(volume: string, id: string): Promise<number> {
-    const snapshot = await this.requireReplica(volume, id);
+    const snapshot = await this.layout.requireReplica(volume, id);
     await this.host.requireSubvolume(volume);
     const what = `cannot measure the changes of volume ${volume} since chain snapshot ${id}`;
     const marker = await runTool(['btrfs', 'subvolume', 'find-new', snapshot, MAX_GENERATION], what, 'ERR_REPLICATION');
@@ -241,12 +211,6 @@ export class BtrfsReplication implements ReplicationStore {
 
   dropLiveData(volume: string): Promise<void> {
     return this.host.remove(volume);
-  }
-
-  private async requireReplica(volume: string, id: string): Promise<string> {
-    const path = this.layout.replicaPath(volume, id);
-    if (!(await present(path))) throw new BerthError('ERR_SNAPSHOT_NOT_FOUND', `chain snapshot ${id} of volume ${volume} does not exist`);
-    return path;
   }
 
   /** Stops a receive and deletes what it made (best effort: prepare() retries what is left). */

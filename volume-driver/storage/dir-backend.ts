@@ -6,6 +6,8 @@ import { isValidVolumeName } from '../volume-name.js';
 import type { VolumeOptions } from '../volume-options.js';
 import { measureTree } from './measure-tree.js';
 import { runTool } from '../../plugins/util/run-tool.js';
+import { copyTree } from './copy-tree.js';
+import { DirReplication } from './dir-replication.js';
 import type { BackendCapabilities, BackendSnapshot, StorageBackend, VolumeUsage } from './storage-backend.js';
 import { applyOwnership, present, StorageLayout, syncDirectory, type TreeOps, volumeDirectoryExists } from './storage-layout.js';
 
@@ -25,6 +27,7 @@ export interface DirBackendOptions {
  * volume, and they are read-only by convention only: nothing in the kernel stops a root process
  * from writing into `snapshots/`. A snapshot taken while a container writes is not
  * point-in-time consistent; the services above take snapshots under the volume's lock.
+ * The replication chain (`replicas/<volume>/<id>`, shipped as block-level diffs) is DirReplication's.
  */
 export class DirBackend implements StorageBackend {
   readonly kind = 'dir';
@@ -32,6 +35,7 @@ export class DirBackend implements StorageBackend {
   readonly layout: StorageLayout;
   private readonly ops: TreeOps;
   private readonly log: Logger | undefined;
+  readonly replication: DirReplication;
 
   constructor(root: string, options: DirBackendOptions = {}) {
     this.layout = new StorageLayout(root);
@@ -42,6 +46,14 @@ export class DirBackend implements StorageBackend {
       flush: () => syncDirectory(this.layout.volumesDir),
       warn: (message, error) => log?.warn({ err: error }, message),
     };
+    this.replication = new DirReplication({
+      layout: this.layout,
+      log,
+      requireVolume: (volume) => this.requireVolume(volume),
+      remove: (volume) => this.remove(volume),
+      removeTree: (path, volume, what) => this.removeTree(path, volume, what),
+      volumeFromTree: (source, volume, volumeOptions, what, prepared) => this.volumeFromTree(source, volume, volumeOptions, what, prepared),
+    });
   }
 
   async prepare(): Promise<void> {
@@ -50,6 +62,7 @@ export class DirBackend implements StorageBackend {
       const resolved = await this.layout.resolveInterruptedRestores(this.ops);
       if (resolved.length > 0) this.log?.warn({ volumes: resolved }, 'resolved restores interrupted by a crash');
       await this.layout.clearScratch(this.ops);
+      await this.replication.prepare();
     } catch (error) {
       throw translateError(error, 'ERR_STORAGE', `cannot prepare the dir backend under ${this.layout.base}`);
     }
@@ -73,24 +86,20 @@ export class DirBackend implements StorageBackend {
     }
   }
 
+  /** Leaves the volume's replication chain alone: a demoted owner keeps it (see DirReplication). */
   async remove(name: string): Promise<void> {
-    const restore = this.layout.restorePaths(name).dir;
-    for (const [path, what] of [
-      [this.path(name), 'data'],
-      [this.layout.snapshotsOf(name), 'snapshots'],
-      [restore, 'restore leftovers'],
-    ] as const) {
-      const trash = this.layout.scratchPath('trash', name);
-      try {
-        await rename(path, trash);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
-        throw translateError(error, 'ERR_STORAGE', `cannot remove ${what} of volume ${name}`);
-      }
-      await rm(trash, { recursive: true, force: true }).catch((error: unknown) => {
-        throw translateError(error, 'ERR_STORAGE', `the ${what} of volume ${name} were detached but ${trash} could not be deleted`);
-      });
-    }
+    await this.removeTree(this.path(name), name, 'data');
+    await this.removeTree(this.layout.snapshotsOf(name), name, 'snapshots');
+    await this.removeTree(this.layout.restorePaths(name).dir, name, 'restore leftovers');
+  }
+
+  /** Moves the tree at `path` (the volume's `what`) to trash/ and deletes it there; succeeds when it is gone. */
+  private async removeTree(path: string, volume: string, what: string): Promise<void> {
+    const trash = await this.layout.moveToTrash(path, volume, what);
+    if (trash === undefined) return;
+    await rm(trash, { recursive: true, force: true }).catch((error: unknown) => {
+      throw translateError(error, 'ERR_STORAGE', `the ${what} of volume ${volume} were detached but ${trash} could not be deleted`);
+    });
   }
 
   path(name: string): string {
@@ -185,14 +194,23 @@ export class DirBackend implements StorageBackend {
   async cloneSnapshot(volume: string, snapshot: string, newVolume: string, options: VolumeOptions): Promise<string> {
     refuseSize(newVolume, options);
     const source = await this.requireSnapshot(volume, snapshot);
+    return this.volumeFromTree(source, newVolume, options, `cannot create volume ${newVolume} from snapshot ${snapshot} of volume ${volume}`);
+  }
+
+  /**
+   * Makes `newVolume`'s live data a copy of the tree `source` with the options' ownership;
+   * `prepared` sees the complete copy right before it is renamed into place.
+   */
+  private async volumeFromTree(source: string, newVolume: string, options: VolumeOptions, what: string, prepared?: (staging: string) => Promise<void>): Promise<string> {
+    refuseSize(newVolume, options);
     const target = this.path(newVolume);
     if (await this.exists(newVolume)) throw new BerthError('ERR_VOLUME_EXISTS', `data directory ${target} of volume ${newVolume} already exists`);
-    const what = `cannot create volume ${newVolume} from snapshot ${snapshot} of volume ${volume}`;
     const staging = this.layout.scratchPath('staging', newVolume);
     try {
       await copyTree(source, staging, what);
       await applyOwnership(staging, options);
       await runTool(['sync', '-f', staging], what);
+      await prepared?.(staging);
       if (await this.exists(newVolume)) throw new BerthError('ERR_VOLUME_EXISTS', `data directory ${target} of volume ${newVolume} already exists`);
       await rename(staging, target);
       await syncDirectory(this.layout.volumesDir);
@@ -225,11 +243,6 @@ export class DirBackend implements StorageBackend {
       throw translateError(error, 'ERR_STORAGE', `cannot inspect snapshot ${volume}@${snapshot}`);
     }
   }
-}
-
-/** `cp -a` keeps owners, modes, times, symlinks, hard links within the tree, ACLs and xattrs; reflinks where possible. */
-async function copyTree(from: string, to: string, what: string): Promise<void> {
-  await runTool(['cp', '-a', '--reflink=auto', '--no-target-directory', '--', from, to], what);
 }
 
 function refuseSize(name: string, options: VolumeOptions): void {

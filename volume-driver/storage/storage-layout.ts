@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, lstat, mkdir, open, readdir, rename, rmdir } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, open, readdir, rename, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BerthError, translateError } from '../../plugins/errors/berth-error.js';
 import { isValidVolumeName, validateSnapshotName, validateVolumeName } from '../volume-name.js';
@@ -94,6 +94,72 @@ export class StorageLayout {
 
   replicaPath(volume: string, id: string): string {
     return join(this.replicasOf(volume), validateReplicationSnapshotId(id));
+  }
+
+  /** Ids of the volume's chain snapshots, sorted ascending; empty when it has none. */
+  async replicationSnapshotIds(volume: string): Promise<string[]> {
+    let entries;
+    try {
+      entries = await readdir(this.replicasOf(volume), { withFileTypes: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw translateError(error, 'ERR_STORAGE', `cannot list the chain of volume ${volume}`);
+    }
+    return entries
+      .filter((entry) => entry.isDirectory() && REPLICATION_SNAPSHOT_ID.test(entry.name))
+      .map((entry) => entry.name)
+      .sort();
+  }
+
+  /** Volumes with at least one chain snapshot (a chain whose last snapshot was deleted leaves an empty directory: no chain). */
+  async replicationVolumeNames(): Promise<string[]> {
+    let entries;
+    try {
+      entries = await readdir(this.replicasDir, { withFileTypes: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw translateError(error, 'ERR_STORAGE', 'cannot list replication chains');
+    }
+    const volumes: string[] = [];
+    for (const entry of entries) {
+      if (entry.isDirectory() && isValidVolumeName(entry.name) && (await this.replicationSnapshotIds(entry.name)).length > 0) volumes.push(entry.name);
+    }
+    return volumes.sort();
+  }
+
+  /** Creates replicas/ and lists what each volume's chain directory holds (for the backends' crash cleanup). */
+  async chainDirectories(): Promise<Array<{ volume: string; path: string; entries: string[] }>> {
+    await mkdir(this.replicasDir, { recursive: true, mode: 0o700 });
+    const chains: Array<{ volume: string; path: string; entries: string[] }> = [];
+    for (const volume of await readdir(this.replicasDir)) {
+      if (!isValidVolumeName(volume)) continue; // not made by us: left alone
+      const path = this.replicasOf(volume);
+      const entries: string[] = await readdir(path).catch((error: NodeJS.ErrnoException) => {
+        if (error.code === 'ENOTDIR') return [];
+        throw error;
+      });
+      chains.push({ volume, path, entries });
+    }
+    return chains;
+  }
+
+  /** The path of chain snapshot `id`; ERR_SNAPSHOT_NOT_FOUND when it does not exist. */
+  async requireReplica(volume: string, id: string): Promise<string> {
+    const path = this.replicaPath(volume, id);
+    if (!(await present(path))) throw new BerthError('ERR_SNAPSHOT_NOT_FOUND', `chain snapshot ${id} of volume ${volume} does not exist`);
+    return path;
+  }
+
+  /** Moves the tree at `path` (the volume's `what`) into trash/ and returns where it went; undefined when it is gone already. */
+  async moveToTrash(path: string, volume: string, what: string): Promise<string | undefined> {
+    const trash = this.scratchPath('trash', volume);
+    try {
+      await rename(path, trash);
+      return trash;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw translateError(error, 'ERR_STORAGE', `cannot remove ${what} of volume ${volume}`);
+    }
   }
 
   /** A fresh path in staging/ or trash/, unique, and short enough for NAME_MAX. */
@@ -223,6 +289,24 @@ export async function syncDirectory(path: string): Promise<void> {
     await handle.sync();
   } finally {
     await handle.close();
+  }
+}
+
+/** Writes a file whole or not at all: into a temporary name beside it, synced, then renamed over `path`. */
+export async function writeFileDurably(path: string, parts: readonly Buffer[]): Promise<void> {
+  const temporary = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+  try {
+    const handle = await open(temporary, 'wx', 0o600);
+    try {
+      await handle.writeFile(Buffer.concat(parts));
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temporary, path);
+  } catch (error) {
+    await rm(temporary, { force: true }).catch(() => undefined);
+    throw error;
   }
 }
 

@@ -25,6 +25,14 @@ export interface TreeEntry {
   readonly ctimeMs?: number;
 }
 
+/** A tree entry without what only means something on the host that walked it (inode, links, ctime). */
+export type PortableTreeEntry = Omit<TreeEntry, 'dev' | 'ino' | 'nlink' | 'ctimeMs'>;
+
+export function withoutInode(entry: TreeEntry): PortableTreeEntry {
+  const { dev: _dev, ino: _ino, nlink: _nlink, ctimeMs: _ctime, ...rest } = entry;
+  return rest;
+}
+
 /** Ownership, permissions and mtime of the volume root directory. */
 export interface RootMetadata {
   readonly mode: number;
