@@ -147,8 +147,9 @@ export class BtrfsReplication implements ReplicationStore {
       } catch (error) {
         tool.kill();
         const result = await exited;
-        // When btrfs receive gives up (a missing parent) the pipe breaks: its own message says why.
-        if ((error as NodeJS.ErrnoException).code === 'EPIPE' && result.code !== 0) throw toolError(command, what, result, 'ERR_REPLICATION');
+        // When btrfs receive gives up by itself (a missing parent) the pipe breaks, with EPIPE or another
+        // write error depending on timing: its own exit status and message say why.
+        if (result.code !== null && result.code !== 0) throw toolError(command, what, result, 'ERR_REPLICATION');
         throw error;
       }
       const result = await exited;
