@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { BerthError, translateError } from '../../plugins/errors/berth-error.js';
+import { BerthError, isBerthError, translateError } from '../../plugins/errors/berth-error.js';
 import { runTool, spawnTool, toolError, type SpawnedTool } from '../../plugins/util/run-tool.js';
 import type { VolumeOptions } from '../volume-options.js';
 import { renameSendStream } from './btrfs-send-stream.js';
@@ -147,9 +147,10 @@ export class BtrfsReplication implements ReplicationStore {
       } catch (error) {
         tool.kill();
         const result = await exited;
-        // When btrfs receive gives up by itself (a missing parent) the pipe breaks, with EPIPE or another
-        // write error depending on timing: its own exit status and message say why.
-        if (result.code !== null && result.code !== 0) throw toolError(command, what, result, 'ERR_REPLICATION');
+        // The stream's own failures (truncated, trailing bytes, a cut transfer) are the cause. Otherwise btrfs
+        // receive gave up by itself (a missing parent) and the pipe broke, with EPIPE or another write error
+        // depending on timing: its own exit status and message say why.
+        if (!isBerthError(error) && result.code !== null && result.code !== 0) throw toolError(command, what, result, 'ERR_REPLICATION');
         throw error;
       }
       const result = await exited;
