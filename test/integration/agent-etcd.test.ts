@@ -37,8 +37,8 @@ describe('agent with the etcd state store', function () {
     // The cluster-wide record and its owner claim, the owner's local record, and the host's registration.
     expect(keys).to.deep.equal(['berth/cluster/hosts/host-a', 'berth/cluster/members/host-a', 'berth/hosts/host-a/volumes/web', 'berth/vol/owners/web', 'berth/vol/records/web']);
 
-    // Another host on the same etcd sees the same volume, owned by host-a; without a backend that can ship
-    // snapshots it cannot take it over, and says so.
+    // Another host on the same etcd sees the same volume, owned by host-a; without the peer port (no
+    // --pki-dir) it cannot take it over, and says so.
     const otherDir = `${temp.path}/host-b`;
     const { mkdir } = await import('node:fs/promises');
     await mkdir(otherDir);
@@ -51,7 +51,7 @@ describe('agent with the etcd state store', function () {
       expect((otherGet.body.Volume as { Status: { replication: { owner: string } } }).Status.replication.owner).to.equal('host-a');
       const mount = await callPlugin(other.pluginSocket, 'VolumeDriver.Mount', goJson({ Name: 'web', ID: 'c1' }));
       expect(mount.status).to.equal(500);
-      expect(mount.body.Err).to.equal('volume web lives on host host-a; moving it to this host needs a backend that can ship snapshots between hosts (btrfs); this agent uses dir');
+      expect(mount.body.Err).to.equal('volume web lives on host host-a; moving it to this host needs the peer port: start every agent with --pki-dir (see berth cluster init)');
     } finally {
       await other.kill();
     }
