@@ -26,6 +26,7 @@ import { createVolumeAdminRoutes } from '../volume-driver/volume-admin-routes.js
 import { createVolumePluginApi } from '../volume-driver/volume-plugin-api.js';
 import { VolumeRepository } from '../volume-driver/volume-repository.js';
 import { VolumeService } from '../volume-driver/volume-service.js';
+import { createReplicationAdminRoutes } from '../volume-driver/replication/replication-admin-routes.js';
 import type { VolumeDriverOps } from '../volume-driver/volume-driver-ops.js';
 import { runDoctor } from './doctor.js';
 import { NetworkStack } from './network-stack.js';
@@ -124,7 +125,7 @@ export class Agent {
     const adminRoutes = [
       ...network.adminRoutes,
       ...createVolumeAdminRoutes(volumeOps),
-      ...(replication?.adminRoutes ?? []),
+      ...(replication?.adminRoutes ?? createReplicationAdminRoutes(undefined)),
       ...createSnapshotAdminRoutes(snapshots),
       ...createBackupAdminRoutes(backups),
       {

@@ -42,6 +42,9 @@ describe('agent process: sockets, signals, CLI', function () {
     expect(missing.code).to.equal(1);
     expect(missing.stderr).to.equal('berth: volume nope does not exist\n');
 
+    const promote = await runBerthCli(['volume', 'promote', 'web', ...cliArgs]);
+    expect(promote.code).to.equal(1);
+    expect(promote.stderr).to.contain('volumes move and replicate between hosts only on a shared etcd store');
     const doctor = await runBerthCli(['doctor', '--json', ...cliArgs]);
     const checks = JSON.parse(doctor.stdout) as Array<{ name: string; status: string }>;
     expect(checks.find((check) => check.name === 'engine')?.status).to.equal('fail');
