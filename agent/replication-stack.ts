@@ -94,6 +94,7 @@ export class ReplicationStack {
         finalShipWaitMs: FINAL_SHIP_WAIT_MS,
         defaultIntervalMs: DEFAULT_REPLICATE_EVERY_MS,
         handoffHoldMs: HANDOFF_HOLD_MS,
+        replaceReplicasAfterMs: config.replaceReplicasAfterMs,
       },
     });
     await service.start();

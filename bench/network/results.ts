@@ -84,6 +84,11 @@ export interface BenchResults {
   };
   readonly paths: Readonly<Partial<Record<PathId, PathFigures>>>;
   readonly convergence: Readonly<Partial<Record<OverlayId, ConvergenceFigures>>>;
+  /**
+   * The engine's own floor, measured between the convergence samples: `docker run -d` on hB into a
+   * user-defined network of Docker's built-in bridge driver (no overlay, no plugin). Null when not measured.
+   */
+  readonly localBridgeDockerRun?: Summary | null;
   /** Each null when one of its two paths was not measured. */
   readonly ratios: {
     readonly throughputBerthToSwarm: number | null;
@@ -159,6 +164,8 @@ export function renderTable(r: BenchResults): string {
     lines.push(convRow('`docker run -d` alone', summary((c) => c.dockerRun)));
     lines.push(convRow('after `docker run -d` returned', summary((c) => c.afterRun)));
     lines.push(convRow(`containers reached (within ${p.convergenceTimeoutSeconds} s)`, (c) => `${c.converged} of ${c.containers}`));
+    const floor = r.localBridgeDockerRun;
+    if (floor) lines.push(`| the engine's floor: \`docker run -d\` on hB into a local user-defined network of Docker's bridge driver (no overlay, no plugin), same rounds | ${ms(floor.p50Ms)} / ${ms(floor.p99Ms)} / ${ms(floor.maxMs)} | |`);
     lines.push('');
   }
   lines.push(...renderTargets(r.targets));

@@ -17,7 +17,7 @@ import { describeMachineBasics, dockerVersions, firstLineOf } from '../common/ma
 import { cleanUpOnSignals, runBenchmark } from '../common/main.js';
 import { integerOption, parseBenchArgs } from '../common/options.js';
 import { describeSource, mdPathFor, writeResultFiles } from '../common/report.js';
-import { median, ratio, round, summarize } from '../common/stats.js';
+import { median, ratio, round, summarize, type Summary } from '../common/stats.js';
 import { firstReplyAt, iperfRound, pingSeries, stopBackgroundCommands, type Endpoint, type PingSeries, type ThroughputRound } from './measure.js';
 import {
   overlayPath,
@@ -70,6 +70,8 @@ const USAGE = `usage: node dist/bench/network/run.js [options]   (as root)
 
 const SWARM: Omit<SwarmSettings, 'dataPathPort'> = { network: 'bench-swarm', subnet: '10.78.0.0/24' };
 const BERTH: Omit<BerthSettings, 'agentArgs'> = { network: 'bench-berth', subnet: '10.77.0.0/24', etcdClientPort: 2379, etcdPeerPort: 2380 };
+/** A user-defined network of the engine's own bridge driver on hB: what `docker run -d` costs with no overlay at all. */
+const LOCAL_BRIDGE = { network: 'bench-local', subnet: '10.79.0.0/24' };
 const IPERF_PORT = 5201;
 const WARMUP_PINGS = 5;
 
@@ -109,6 +111,7 @@ async function main(): Promise<number> {
     await Promise.all([hA, hB].map((host) => host.removeAllContainers().catch((err: unknown) => warnings.push(`remove containers on ${host.name}: ${errorText(err)}`))));
     if (swarmStarted) warnings.push(...(await stopSwarm(hA, hB, SWARM.network)));
     if (berthStarted) warnings.push(...(await removeNetwork(hA, BERTH.network)));
+    warnings.push(...(await removeNetwork(hB, LOCAL_BRIDGE.network)));
     for (const warning of warnings) log(`cleanup: ${warning}`);
     log('disposing the cluster');
     // Agents stop with the cluster, before etcd goes away under them.
@@ -153,7 +156,7 @@ async function main(): Promise<number> {
     const throughput = await measureThroughput(paths, options);
     const latency = await measureLatency(paths, options);
     const overlays = paths.filter((path): path is PathUnderTest & { id: OverlayId } => path.id !== 'underlay');
-    const convergence = await measureConvergence(hB, overlays, image, options);
+    const { convergence, localBridgeDockerRun } = await measureConvergence(hB, overlays, image, options);
 
     const figures: Partial<Record<PathId, PathFigures>> = {};
     for (const path of paths) figures[path.id] = pathFigures(path, throughput.get(path.id) ?? [], latency.get(path.id) ?? []);
@@ -196,6 +199,7 @@ async function main(): Promise<number> {
       },
       paths: figures,
       convergence,
+      localBridgeDockerRun,
       ratios,
       targets,
       allTargetsMet: targets.every((t) => t.met === true),
@@ -282,20 +286,26 @@ interface ConvergenceSample {
  * For each overlay, `options.containers` times: `docker run -d` of a new container on hB, then pings
  * from the overlay's client container on hA at its address until the first reply. The containers
  * stay until the end, so later ones join a network with more endpoints; overlays alternate which goes first.
+ * Each round also times `docker run -d` into a local network of the engine's bridge driver: the floor
+ * any network plugin starts from on this machine.
  */
 async function measureConvergence(
   serverHost: Host,
   overlays: readonly (PathUnderTest & { id: OverlayId })[],
   image: string,
   options: Options,
-): Promise<Partial<Record<OverlayId, ConvergenceFigures>>> {
-  if (options.containers === 0 || overlays.length === 0) return {};
+): Promise<{ convergence: Partial<Record<OverlayId, ConvergenceFigures>>; localBridgeDockerRun: Summary | null }> {
+  if (options.containers === 0 || overlays.length === 0) return { convergence: {}, localBridgeDockerRun: null };
+  await serverHost.dockerOk(['network', 'create', '--driver', 'bridge', '--subnet', LOCAL_BRIDGE.subnet, LOCAL_BRIDGE.network]);
   const samples = new Map<OverlayId, ConvergenceSample[]>(overlays.map((overlay) => [overlay.id, []]));
+  const localRuns: number[] = [];
   for (let i = 0; i < options.containers; i++) {
     for (const overlay of alternate(overlays, i)) {
       const network = overlay.id === 'berth' ? BERTH.network : SWARM.network;
       samples.get(overlay.id)?.push(await convergenceSample(serverHost, overlay.client, network, `bench-conv-${overlay.id}-${i}`, image, options));
     }
+    const local = await startContainer(serverHost, LOCAL_BRIDGE.network, `bench-conv-local-${i}`, image);
+    localRuns.push(local.runReturnedAt - local.runStartedAt);
     if ((i + 1) % 10 === 0 || i + 1 === options.containers) {
       const last = (id: OverlayId): string => {
         const sample = samples.get(id)?.at(-1);
@@ -317,7 +327,7 @@ async function measureConvergence(
       afterRun: afterRun.length > 0 ? summarize(afterRun) : null,
     };
   }
-  return figures;
+  return { convergence: figures, localBridgeDockerRun: summarize(localRuns) };
 }
 
 async function convergenceSample(host: Host, client: Endpoint, network: string, name: string, image: string, options: Options): Promise<ConvergenceSample> {

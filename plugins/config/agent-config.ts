@@ -49,6 +49,8 @@ export interface AgentConfig {
   readonly peerPort: number;
   /** Directory with ca.crt, <host>.crt and <host>.key (`berth cluster init`); without it there is no peer port. */
   readonly pkiDir?: string;
+  /** A replica host gone this long is replaced by another live host (its copy is rebuilt there). */
+  readonly replaceReplicasAfterMs: number;
 }
 
 export const DEFAULT_CONFIG: AgentConfig = Object.freeze({
@@ -69,6 +71,7 @@ export const DEFAULT_CONFIG: AgentConfig = Object.freeze({
   hostTtlSeconds: 10,
   reclaimAfterMs: 3_600_000,
   peerPort: 7470,
+  replaceReplicasAfterMs: 300_000,
 });
 
 /** Flag name → (environment variable, config file key). */
@@ -91,6 +94,7 @@ const SETTINGS = {
   'reclaim-after': { env: 'BERTH_RECLAIM_AFTER', key: 'reclaimAfter' },
   'peer-port': { env: 'BERTH_PEER_PORT', key: 'peerPort' },
   'pki-dir': { env: 'BERTH_PKI_DIR', key: 'pkiDir' },
+  'replace-replicas-after': { env: 'BERTH_REPLACE_REPLICAS_AFTER', key: 'replaceReplicasAfter' },
 } as const;
 type SettingFlag = keyof typeof SETTINGS;
 
@@ -119,6 +123,8 @@ export const AGENT_USAGE = `usage: berth agent [options]
   --pki-dir DIR        cluster certificates (ca.crt, <host>.crt, <host>.key from berth cluster init); enables the
                        peer port other agents replicate volumes through (env BERTH_PKI_DIR)
   --peer-port PORT     TCP port of the peer port, on the advertised address (default 7470; env BERTH_PEER_PORT)
+  --replace-replicas-after DURATION  a host keeping a replica that is gone this long is replaced by another
+                       live host, where the copy is rebuilt (default 5m; env BERTH_REPLACE_REPLICAS_AFTER)
   --config FILE        JSON file with the same settings in camelCase (env BERTH_CONFIG)`;
 
 function invalid(message: string): BerthError {
@@ -219,11 +225,14 @@ function parseNetworkSettings(pick: (flag: SettingFlag) => string | undefined): 
   };
 }
 
-function parsePeerSettings(pick: (flag: SettingFlag) => string | undefined): Pick<AgentConfig, 'peerPort' | 'pkiDir'> {
+function parsePeerSettings(pick: (flag: SettingFlag) => string | undefined): Pick<AgentConfig, 'peerPort' | 'pkiDir' | 'replaceReplicasAfterMs'> {
   const portText = pick('peer-port') ?? String(DEFAULT_CONFIG.peerPort);
   if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) throw invalid(`peer-port ${JSON.stringify(portText)} must be a port from 1 to 65535`);
   const pkiDir = pick('pki-dir');
-  return { peerPort: Number(portText), ...(pkiDir === undefined ? {} : { pkiDir: absolutePath('pki-dir', pkiDir) }) };
+  const replaceText = pick('replace-replicas-after');
+  const replaceAfter = replaceText === undefined ? DEFAULT_CONFIG.replaceReplicasAfterMs : parseDuration(replaceText);
+  if (replaceAfter === undefined || replaceAfter < 1000) throw invalid(`replace-replicas-after ${JSON.stringify(replaceText)} must be a duration of at least 1s, such as 5m`);
+  return { peerPort: Number(portText), replaceReplicasAfterMs: replaceAfter, ...(pkiDir === undefined ? {} : { pkiDir: absolutePath('pki-dir', pkiDir) }) };
 }
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;

@@ -43,9 +43,10 @@ export function createPluginApp(apis: readonly PluginApi[], logger: Logger, body
     response.locals.log = log;
     const handler = handlers.get(method);
     if (!handler) return next(new BerthError('ERR_UNKNOWN_METHOD', `unknown method ${method}`));
+    const startedAt = performance.now();
     try {
       const result = await handler(body, { log, method });
-      log.debug({ result }, 'request served');
+      log.debug({ result, ms: Math.round((performance.now() - startedAt) * 10) / 10 }, 'request served');
       response.status(200).type(CONTENT_TYPE).send(JSON.stringify(result));
     } catch (error) {
       next(error);

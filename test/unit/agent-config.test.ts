@@ -63,7 +63,10 @@ describe('agent config', () => {
       [['--btrfs-pool', '/p.img', '--backend', 'dir'], /btrfs-pool needs backend btrfs or auto, not dir/],
       [['--btrfs-pool', '/var/lib/berth/pool'], /must lie outside \/var\/lib\/berth\/pool, where the pool is mounted/],
       [['--root', '/srv', '--btrfs-pool', '/srv/pool/x.img'], /must lie outside \/srv\/pool/],
+      [['--replace-replicas-after', 'soon'], /replace-replicas-after "soon" must be a duration of at least 1s/],
+      [['--replace-replicas-after', '500ms'], /replace-replicas-after "500ms" must be a duration of at least 1s/],
     ];
+    expect(loadAgentConfig(['--replace-replicas-after', '10m'], {}).replaceReplicasAfterMs).to.equal(600_000);
     for (const [argv, pattern] of cases) expect(() => loadAgentConfig(argv, {}), argv.join(' ')).to.throw(pattern);
   });
 });

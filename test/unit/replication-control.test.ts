@@ -100,7 +100,7 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
   const hosts = new Map<string, TestHost>();
   const alive = new Set<string>();
 
-  async function makeHost(name: string, catchUpBudgetMs = 10_000): Promise<TestHost> {
+  async function makeHost(name: string, catchUpBudgetMs = 10_000, replaceReplicasAfterMs = 60_000): Promise<TestHost> {
     const root = join(temp.path, name);
     const backend = new DirBackend(root);
     const engine = new FakeEngine();
@@ -129,7 +129,7 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
           engine,
           driverName: 'berth',
           log,
-          settings: { hostName: name, leaseTtlSeconds: 1, catchUpBudgetMs, finalShipWaitMs: 5000, defaultIntervalMs: 200, handoffHoldMs: 10_000 },
+          settings: { hostName: name, leaseTtlSeconds: 1, catchUpBudgetMs, finalShipWaitMs: 5000, defaultIntervalMs: 200, handoffHoldMs: 10_000, replaceReplicasAfterMs },
         });
         host.routes = createReplicationPeerRoutes(host.service);
         host.ops = new ClusteredVolumes(volumes, host.service, backend, live, name, log);
@@ -199,6 +199,26 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
     await replicaHolds(b, 'db', 'v2');
     expect(await a.live('db')).to.equal('v2');
     expect(await a.volumes.localMountCount('db')).to.equal(1);
+  });
+
+  it('replaces a replica host gone longer than the setting: the copy is rebuilt elsewhere while the owner writes, the returning host drops its own', async () => {
+    const a = await makeHost('hA', 10_000, 500);
+    const b = await makeHost('hB');
+    await a.ops.create('db', { replicas: '2', 'replicate-every': '1s' });
+    await a.ops.mount('db', 'm1');
+    await write(a, 'db', 'v1');
+    await replicaHolds(b, 'db', 'v1');
+    const c = await makeHost('hC');
+    await b.stop(); // hB dies and stays away
+    await write(a, 'db', 'v2');
+    await waitUntil(async () => (await record('db')).replicaHosts.join() === 'hC', { timeoutMs: 10_000, description: 'hC to replace hB' });
+    await replicaHolds(c, 'db', 'v2');
+    expect(await a.live('db')).to.equal('v2');
+    expect(await a.volumes.localMountCount('db'), 'the owner kept the volume mounted throughout').to.equal(1);
+    await b.start();
+    await waitUntil(async () => (await b.chain.replicationSnapshots('db')).length === 0, { timeoutMs: 10_000, description: 'hB to drop its stale copy' });
+    const view = await a.ops.inspect('db');
+    expect((view.replication as { replicas: { host: string }[] }).replicas.map((replica) => replica.host)).to.deep.equal(['hC']);
   });
 
   it('refuses replicas it cannot place, naming the live hosts', async () => {

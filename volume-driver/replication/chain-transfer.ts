@@ -38,6 +38,7 @@ async function pullOnce(chain: ReplicationStore, peers: PeerLink, request: PullR
   log.debug({ volume: request.volume, id: request.id, parent: request.parent ?? null, from: request.from }, 'pulling chain snapshot');
   const { body, verified } = await peers.stream(request.from, `/v1/replication/volumes/${encodeURIComponent(request.volume)}/send?${query}`);
   verified.catch(() => undefined); // observed below; a cut before that point must not surface as unhandled
+  const connectedMs = Date.now() - started;
   let bytes = 0;
   let lastReport = started;
   let timer: NodeJS.Timeout | undefined;
@@ -73,5 +74,6 @@ async function pullOnce(chain: ReplicationStore, peers: PeerLink, request: PullR
   } finally {
     clearTimeout(timer);
   }
+  log.debug({ volume: request.volume, id: request.id, bytes, connectedMs, ms: Date.now() - started }, 'chain snapshot received');
   return bytes;
 }

@@ -31,3 +31,32 @@ export function placeReplicas(input: {
   }
   return candidates.slice(0, wanted);
 }
+
+/**
+ * The replica hosts of a volume once the `gone` ones (their lease expired long enough ago) are replaced by
+ * live hosts that hold no copy yet, the least loaded first; a gone host stays listed when no host can take
+ * its place. Undefined when nothing changes, and always for hosts the user named (`replica-hosts`).
+ */
+export function replaceGoneReplicas(input: {
+  record: ClusterVolumeRecord;
+  gone: ReadonlySet<string>;
+  live: ReadonlySet<string>;
+  existing: readonly ClusterVolumeRecord[];
+}): { replicaHosts: string[]; replaced: { gone: string; by: string }[] } | undefined {
+  const { record } = input;
+  if (record.options['replica-hosts'] !== undefined) return undefined;
+  const load = new Map<string, number>();
+  for (const other of input.existing) for (const host of other.replicaHosts) load.set(host, (load.get(host) ?? 0) + 1);
+  const candidates = [...input.live]
+    .filter((host) => host !== record.owner && !record.replicaHosts.includes(host))
+    .sort((a, b) => (load.get(a) ?? 0) - (load.get(b) ?? 0) || a.localeCompare(b));
+  const replaced: { gone: string; by: string }[] = [];
+  const replicaHosts = record.replicaHosts.map((host) => {
+    if (!input.gone.has(host) || input.live.has(host)) return host;
+    const by = candidates.shift();
+    if (by === undefined) return host;
+    replaced.push({ gone: host, by });
+    return by;
+  });
+  return replaced.length === 0 ? undefined : { replicaHosts, replaced };
+}

@@ -32,6 +32,7 @@ import { pullChainSnapshot } from './chain-transfer.js';
 import { ClusterVolumeRepository, VOLUME_CLUSTER_PREFIX, type Versioned } from './cluster-volume-repository.js';
 import { OwnershipLease } from './ownership-lease.js';
 import type { LiveHosts, PeerLink } from './peer-link.js';
+import { replaceGoneReplicas } from './replica-placement.js';
 import { isChainId, isDiverged, type ClusterVolumeRecord, type ReplicaStatus } from './replication-records.js';
 import { VolumeChain } from './volume-chain.js';
 import { ReplicationStatusView, type MetricSample } from './replication-status.js';
@@ -48,6 +49,8 @@ export interface ReplicationSettings {
   readonly defaultIntervalMs: number;
   /** How long a host that asked for a handoff has to take the volume before the owner may mount it again. */
   readonly handoffHoldMs: number;
+  /** A replica host gone this long is replaced by another live host, if there is one. */
+  readonly replaceReplicasAfterMs: number;
 }
 
 export interface ReplicationDeps {
@@ -68,6 +71,13 @@ export interface ReplicationDeps {
 /** The snapshot last sent to a peer becomes its next parent before its status says so: kept this long. */
 const SENT_KEEP_MS = 10 * 60_000;
 const RECONCILE_EVERY_MS = 10_000;
+/**
+ * While every live replica holds the newest snapshot, the owner ships the next change this soon after the
+ * last look instead of waiting out the interval: the next cycle starts when a transfer ends, so lag follows
+ * the transfer time. The interval still bounds how long a change waits when replicas fall behind or the
+ * data was unchanged.
+ */
+const CAUGHT_UP_GAP_MS = 250;
 const STOP_TIMEOUT_SECONDS = 10;
 
 export class ReplicationService {
@@ -79,8 +89,10 @@ export class ReplicationService {
   private readonly running = new Set<string>();
   /** When a volume's loop runs next (its replication interval), set by each step. */
   private readonly nextDelay = new Map<string, number>();
-  /** When the owner last looked for changes to snapshot, per volume. */
-  private readonly lastSnapshotAt = new Map<string, number>();
+  /** Replica hosts this owner has seen without a lease, and since when (reset when they come back). */
+  private readonly goneSince = new Map<string, number>();
+  /** When the owner last looked for changes to snapshot, per volume, and whether it took one. */
+  private readonly lastLook = new Map<string, { at: number; shipped: boolean }>();
   /** `<volume>/<peer>` → the chain snapshot last sent to that peer, and when. */
   private readonly sent = new Map<string, { id: string; at: number }>();
   private reconcileTimer: NodeJS.Timeout | undefined;
@@ -527,22 +539,31 @@ export class ReplicationService {
         // Mounts the engine lost (released by the mount reconciler) must not block a handoff forever.
         if (record.mounted && (await this.deps.volumes.localMountCount(name)) === 0) await this.deps.repo.tryPut({ ...record, mounted: false }, found.revision);
         if (record.replicaHosts.length === 0) return undefined;
-        // Steps also run on every change of the volume's keys (its own head, replica reports): snapshots
-        // are still taken at most once per interval.
-        const due = (this.lastSnapshotAt.get(name) ?? 0) + every - Date.now();
+        if (await this.replaceGoneReplicas(record, found.revision)) return 0;
+        // Steps also run on every change of the volume's keys (its own head, replica reports). After a look that shipped something, the replicas' reports wake this loop: once they all hold
+        // it, the next look comes soon. After a look that found nothing, the next waits the interval.
+        const last = this.lastLook.get(name);
+        const soon = last?.shipped === true && (await this.replicasHoldHead(record));
+        const due = last === undefined ? 0 : last.at + (soon ? Math.min(every, CAUGHT_UP_GAP_MS) : every) - Date.now();
         if (due > 0) return due;
-        this.lastSnapshotAt.set(name, Date.now());
-        await this.volumeChain().snapshotIfChanged(record, false);
+        const at = Date.now();
+        const before = (await this.deps.repo.head(name, record.epoch))?.id;
+        const newest = await this.volumeChain().snapshotIfChanged(record, false);
+        this.lastLook.set(name, { at, shipped: newest !== before });
         await this.volumeChain().prune(record, this.recentlySent(name));
         return every;
       }
       if (await this.deps.volumes.hasLiveCopy(name)) await this.demote(record);
       if (!chain) return undefined;
       if (!record.replicaHosts.includes(this.host)) {
-        if ((await chain.replicationSnapshots(name)).some(isChainId)) {
-          await chain.removeReplication(name);
+        const held = await chain.replicationSnapshots(name);
+        if (held.some(isChainId)) {
+          // Writes a former owner kept aside (diverged-*) stay for the operator, whatever happens to the copy.
+          const keptAside = held.filter((id) => !isChainId(id));
+          if (keptAside.length === 0) await chain.removeReplication(name);
+          else for (const id of held.filter(isChainId)) await chain.deleteReplicationSnapshot(name, id);
           await this.deps.repo.deleteReplicaStatus(name, this.host).catch(() => undefined);
-          this.log.info({ volume: name }, 'dropped the copy of a volume this host no longer keeps');
+          this.log.info({ volume: name, ...(keptAside.length > 0 ? { keptAside } : {}) }, 'dropped the copy of a volume this host no longer keeps');
         }
         return undefined;
       }
@@ -550,6 +571,41 @@ export class ReplicationService {
       return every;
     });
     if (interval !== undefined) this.nextDelay.set(name, interval);
+  }
+
+  /**
+   * Owner: a replica host gone longer than the setting is replaced by a live host without a copy (which then
+   * pulls a whole one while the volume stays in use); the gone host drops its copy if it returns. True when
+   * the record changed.
+   */
+  private async replaceGoneReplicas(record: ClusterVolumeRecord, revision: number): Promise<boolean> {
+    const live = this.deps.live.liveHostNames();
+    const now = Date.now();
+    for (const host of this.goneSince.keys()) if (live.has(host)) this.goneSince.delete(host);
+    const gone = new Set<string>();
+    for (const host of record.replicaHosts) {
+      if (live.has(host)) continue;
+      const since = this.goneSince.get(host) ?? now;
+      this.goneSince.set(host, since);
+      if (now - since >= this.deps.settings.replaceReplicasAfterMs) gone.add(host);
+    }
+    if (gone.size === 0) return false;
+    const change = replaceGoneReplicas({ record, gone, live, existing: this.cachedRecords() });
+    if (!change) return false;
+    if ((await this.deps.repo.tryPut({ ...record, replicaHosts: change.replicaHosts }, revision)) === undefined) return false;
+    for (const { gone: host, by } of change.replaced) {
+      await this.deps.repo.deleteReplicaStatus(record.name, host).catch(() => undefined);
+      this.log.warn({ volume: record.name, gone: host, replacement: by, goneForSeconds: Math.round((now - (this.goneSince.get(host) ?? now)) / 1000) }, 'replica host gone too long: keeping the copy on another host instead');
+    }
+    return true;
+  }
+
+  /** Owner: whether every live replica reports holding the epoch's newest snapshot. */
+  private async replicasHoldHead(record: ClusterVolumeRecord): Promise<boolean> {
+    const [head, statuses] = await Promise.all([this.deps.repo.head(record.name, record.epoch), this.deps.repo.replicaStatuses(record.name)]);
+    if (!head) return false;
+    const live = this.deps.live.liveHostNames();
+    return record.replicaHosts.filter((host) => live.has(host)).every((host) => statuses.some((status) => status.host === host && status.id === head.id));
   }
 
   /** Replica: pull the owner's newest snapshot of the current epoch, if newer than what is held. */
@@ -635,7 +691,7 @@ export class ReplicationService {
 
   /** The local chain of a volume, seen through its record. */
   private volumeChain(): VolumeChain {
-    return new VolumeChain(this.requireChain(), this.deps.repo);
+    return new VolumeChain(this.requireChain(), this.deps.repo, (taken) => this.log.debug(taken, 'chain snapshot taken'));
   }
 
   /** Snapshots last sent to peers of this volume, within SENT_KEEP_MS (their next parents). */

@@ -10,6 +10,8 @@ export class VolumeChain {
   constructor(
     private readonly chain: ReplicationStore,
     private readonly repo: ClusterVolumeRepository,
+    /** Told of every snapshot taken, with how long taking and publishing it took (for the logs). */
+    private readonly onSnapshot?: (taken: { volume: string; id: string; snapshotMs: number; publishedMs: number }) => void,
   ) {}
 
   /** Chain ids held that count for the record (diverged ones excluded), ascending. */
@@ -34,8 +36,11 @@ export class VolumeChain {
     const seq = held.map((id) => parseChainId(id)).filter((parsed) => parsed?.epoch === record.epoch).reduce((max, parsed) => Math.max(max, parsed!.seq), 0);
     const id = chainId(record.epoch, seq + 1);
     const takenAt = new Date().toISOString();
+    const started = Date.now();
     await this.chain.takeReplicationSnapshot(record.name, id);
+    const snapshotMs = Date.now() - started;
     await this.repo.putHead(record.name, { epoch: record.epoch, id, takenAt, ...(final ? { final: true } : {}) });
+    this.onSnapshot?.({ volume: record.name, id, snapshotMs, publishedMs: Date.now() - started });
     return id;
   }
 
