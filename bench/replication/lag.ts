@@ -15,6 +15,8 @@ export interface LagSettings {
   readonly threads: number;
   readonly seconds: number;
   readonly sampleIntervalMs: number;
+  /** pgbench -R: a steady rate of transactions per second instead of as many as the machine does. */
+  readonly rateTps?: number;
 }
 
 export interface LagSample {
@@ -72,21 +74,28 @@ export interface LagFigures {
  * container, still running (the handoff measurement goes on with the same database).
  */
 export async function measureLag(hosts: ReplicatedHosts, settings: LagSettings, log: (message: string) => void): Promise<{ figures: LagFigures; pg: PostgresContainer }> {
-  const { owner, inspector } = hosts;
+  const { owner } = hosts;
   await hosts.createVolume(settings.volume, []);
   const pg = await startPostgres(owner, { name: 'bench-lag-hA', volume: settings.volume, image: hosts.postgresImage });
   log(`lag: pgbench -i -s ${settings.scale} on ${settings.volume}`);
   await initialise(pg, settings.scale);
+  return { figures: await measureLagOn(hosts, pg, settings, log), pg };
+}
+
+/** The sampling part of measureLag on a database already loaded: a wait until the replica holds it, then pgbench. */
+export async function measureLagOn(hosts: ReplicatedHosts, pg: PostgresContainer, settings: LagSettings, log: (message: string) => void): Promise<LagFigures> {
+  const { inspector } = hosts;
   await inspector.waitInSync(settings.volume, 300_000);
   const loadStart = loadavg().map((v) => round(v, 2));
   const headBefore = (await inspector.replica(settings.volume)).view.head;
   const mark = hosts.mark();
 
-  log(`lag: pgbench -c ${settings.clients} -j ${settings.threads} -T ${settings.seconds}, sampling the owner's view every ${settings.sampleIntervalMs} ms`);
+  const rate = settings.rateTps === undefined ? [] : ['-R', String(settings.rateTps)];
+  log(`lag: pgbench -c ${settings.clients} -j ${settings.threads} -T ${settings.seconds}${rate.length > 0 ? ` -R ${settings.rateTps}` : ''}, sampling the owner's view every ${settings.sampleIntervalMs} ms`);
   const started = performance.now();
   const startedAt = Date.now();
   let loadDone = false;
-  const load = pgbench(pg, ['-n', '-c', String(settings.clients), '-j', String(settings.threads), '-T', String(settings.seconds)], (settings.seconds + 300) * 1000);
+  const load = pgbench(pg, ['-n', '-c', String(settings.clients), '-j', String(settings.threads), '-T', String(settings.seconds), ...rate], (settings.seconds + 300) * 1000);
   const finished = load.finally(() => (loadDone = true));
   finished.catch(() => undefined); // awaited below
   const { samples, failed } = await sample(inspector, settings, started, () => loadDone);
@@ -146,7 +155,7 @@ export async function measureLag(hosts: ReplicatedHosts, settings: LagSettings, 
     loadAverage: { start: loadStart, end: loadEnd },
     rawSamples,
   };
-  return { figures, pg };
+  return figures;
 }
 
 interface RawSample {

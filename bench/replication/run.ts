@@ -20,7 +20,7 @@ import { round } from '../common/stats.js';
 import { startReplicationCluster, type ReplicationCluster } from './cluster.js';
 import { initialise } from './database.js';
 import { measureHandoffs, type HandoffFigures, type HandoffSettings } from './handoff.js';
-import { measureLag, type LagFigures, type LagSettings } from './lag.js';
+import { measureLag, measureLagOn, type LagFigures, type LagSettings } from './lag.js';
 import { measurePageWrites, type PageFigures, type PageSettings } from './page-writes.js';
 import { buildTargets, MEASUREMENTS, renderMarkdown, renderTable, type BenchResults, type MeasurementId } from './results.js';
 import { measureThroughput, type ThroughputFigures, type ThroughputSettings } from './throughput.js';
@@ -30,6 +30,8 @@ interface Options {
   measurements: MeasurementId[];
   quick: boolean;
   lag: LagSettings;
+  /** pgbench -R of the steady-load lag measurement. */
+  steadyTps: number;
   pages: PageSettings;
   handoff: HandoffSettings;
   throughput: ThroughputSettings;
@@ -48,6 +50,8 @@ const USAGE = `usage: node dist/bench/replication/run.js [options]   (as root)
   --threads N             pgbench threads (-j, default 2)
   --lag-seconds N         length of the pgbench run the lag is sampled during (default 60)
   --sample-ms N           interval of the lag samples (default 250)
+  --steady-tps N          rate of the steady-load lag measurement (pgbench -R, default 200: about a third of
+                          what this 2-CPU machine does unreplicated), sampled as long as --lag-seconds
   --file-mib N            size of the random file the pages are written into (default 64)
   --pages N               4 KiB pages overwritten (default 256)
   --pages-every DURATION  replicate-every of the page-write volume (default 30s: only the unmount ships)
@@ -120,6 +124,10 @@ async function measureAll(stack: ReplicationCluster, options: Options, started: 
     database = measured.pg;
     return measured.figures;
   });
+  const steadyLag: LagFigures | null = await attempt('steady', async () => {
+    database ??= await loadedDatabase(hosts, options);
+    return measureLagOn(hosts, database, { ...options.lag, rateTps: options.steadyTps }, log);
+  });
   const handoff: HandoffFigures | null = await attempt('handoff', async () => {
     database ??= await loadedDatabase(hosts, options);
     return measureHandoffs(hosts, database, options.handoff, log);
@@ -127,7 +135,7 @@ async function measureAll(stack: ReplicationCluster, options: Options, started: 
   const pages: PageFigures | null = await attempt('pages', () => measurePageWrites(hosts, options.pages, log));
   const throughput: ThroughputFigures | null = await attempt('throughput', () => measureThroughput(hosts, options.throughput, log));
 
-  const targets = buildTargets({ lag, pages, handoff });
+  const targets = buildTargets({ lag, steadyLag, pages, handoff });
   return {
     benchmark: 'replication',
     date: started.toISOString(),
@@ -145,6 +153,7 @@ async function measureAll(stack: ReplicationCluster, options: Options, started: 
       agentEntry: options.agentEntry ?? 'dist/bin/berth.js',
     },
     lag,
+    steadyLag,
     pages,
     handoff,
     throughput,
@@ -178,7 +187,7 @@ function parseOptions(argv: string[]): Options {
     argv,
     USAGE,
     [
-      'only', 'scale', 'clients', 'threads', 'lag-seconds', 'sample-ms', 'file-mib', 'pages', 'pages-every', 'page-attempts', 'seed',
+      'only', 'scale', 'clients', 'threads', 'lag-seconds', 'sample-ms', 'steady-tps', 'file-mib', 'pages', 'pages-every', 'page-attempts', 'seed',
       'handoff-rounds', 'write-seconds', 'tps-rounds', 'tps-seconds', 'pool-size', 'out', 'agent-entry',
     ],
     ['agent-arg'],
@@ -209,6 +218,7 @@ function parseOptions(argv: string[]): Options {
       seconds: integerOption('lag-seconds', values['lag-seconds'], quick ? 15 : 60, 5, 3600),
       sampleIntervalMs: integerOption('sample-ms', values['sample-ms'], 250, 50, 10_000),
     },
+    steadyTps: integerOption('steady-tps', values['steady-tps'], quick ? 100 : 200, 1, 100_000),
     pages: {
       volume: 'bench-pages',
       fileMiB,
