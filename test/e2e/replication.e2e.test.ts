@@ -22,7 +22,8 @@ interface ReplicationView {
 // (in the underlay's switch namespace, so cutting one host's link leaves the others their store), agents
 // authenticated to each other by certificates from `berth cluster init`. What users observe: PostgreSQL
 // moved between hosts with every row, a dead host's database started elsewhere, a cut-off host that
-// cannot write into the new owner's data, and replicas that survive their agents being killed mid-transfer.
+// cannot write into the new owner's data, replicas that survive their agents being killed mid-transfer, and a
+// replica host that stays gone replaced by the spare one.
 describe('volume replication across hosts (3 engines, 3 agents, etcd, btrfs)', function () {
   this.timeout(600_000);
   let cluster: Cluster;
@@ -240,5 +241,51 @@ describe('volume replication across hosts (3 engines, 3 agents, etcd, btrfs)', f
     await waitUntil(async () => !(await a.listDir(join(a.berthRoot, 'pool', 'volumes'))).includes('doomed'), { timeoutMs: 30_000, description: 'the live data on hA removed' });
     const listed = await berthJson<{ volume: string }[]>(a, ['backup', 'ls', backups]);
     expect(listed.map((backup) => backup.volume)).to.deep.equal(['doomed']);
+  });
+
+  it('replaces a replica host that stays gone: the copy is rebuilt on the spare host while the owner runs, and the gone host drops its own on return', async () => {
+    const [a, b, c] = [cluster.host('hA'), cluster.host('hB'), cluster.host('hC')];
+    // The owner is the one that replaces replicas: its agent waits 5 s for a gone host instead of 5 minutes.
+    await a.stopAgents();
+    await a.startAgent({ args: [...agentArgs(a), '--replace-replicas-after', '5s'] });
+    try {
+      await a.dockerOk(['volume', 'create', '-d', 'berth', '-o', 'replicas=2', '-o', 'replicate-every=1s', 'spread']);
+      await a.dockerOk(['run', '-d', '--name', 'spread-writer', '-v', 'spread:/d', BUSYBOX_IMAGE, 'sleep', '600']);
+      const since = Date.now();
+      await a.dockerOk(['exec', 'spread-writer', 'sh', '-c', 'echo before > /d/f']);
+      await replicatedSince(a, 'spread', since);
+      const chosen = (await replication(a, 'spread')).replicas.map((replica) => replica.host);
+      expect(chosen).to.have.length(1);
+      const gone = cluster.host(chosen[0]!);
+      const spare = gone === b ? c : b;
+
+      await gone.crash();
+      const written = Date.now();
+      await a.dockerOk(['exec', 'spread-writer', 'sh', '-c', 'echo after-loss > /d/f']);
+      await waitUntil(async () => {
+        const replicas = (await replication(a, 'spread')).replicas;
+        const takenAt = replicas[0]?.snapshotTakenAt ?? null;
+        return replicas.length === 1 && replicas[0]!.host === spare.name && takenAt !== null && Date.parse(takenAt) > written;
+      }, { timeoutMs: 90_000, intervalMs: 500, description: `${spare.name} to replace ${gone.name} and hold the newest write` });
+      const running = await a.dockerOk(['inspect', '--format', '{{.State.Running}}', 'spread-writer']);
+      expect(running.stdout.trim(), 'the owner kept its container running throughout').to.equal('true');
+
+      // The gone host boots again: it is no longer a replica of the volume and drops its copy.
+      await gone.startEngine();
+      await gone.startAgent({ args: agentArgs(gone) });
+      await waitUntil(async () => (await gone.listDir(join(gone.berthRoot, 'pool', 'replicas')).catch(() => [])).every((name) => name !== 'spread'), {
+        timeoutMs: 60_000,
+        intervalMs: 500,
+        description: `${gone.name} to drop its stale copy`,
+      });
+      // The spare's copy is the data: take the volume there.
+      await a.dockerOk(['rm', '-f', 'spread-writer']);
+      const read = await spare.dockerOk(['run', '--rm', '-v', 'spread:/d', BUSYBOX_IMAGE, 'cat', '/d/f'], { timeoutMs: 120_000 });
+      expect(read.stdout.trim()).to.equal('after-loss');
+    } finally {
+      await a.docker(['rm', '-f', 'spread-writer']).catch(() => undefined);
+      await a.stopAgents();
+      await a.startAgent({ args: agentArgs(a) });
+    }
   });
 });
