@@ -5,11 +5,12 @@
 //   epoch; every change of owner is one compare-and-swap on that record that raises the epoch. The owner
 //   also holds `vol/owners/<name>` under its agent's lease: while that key names the record's owner, the
 //   owner is alive; when it expires, the owner is gone.
-// - Data moves as a chain of read-only snapshots (ids `e<epoch>-<seq>`). The owner takes one every
-//   `replicate-every` when the data changed and publishes it as the head of its epoch; replicas pull it
-//   over the peer port relative to the newest snapshot they hold (btrfs send/receive, or the dir backend's
-//   block-level diffs) and report what they hold. Pulling, not pushing: a former owner can never write
-//   into anyone's copy.
+// - Data moves as a chain of read-only snapshots (ids `e<epoch>-<seq>`). The owner takes one when the
+//   data changed (as soon as every replica holds the last one, else every `replicate-every`; see
+//   owner-shipping.ts) and publishes it as the head of its epoch; replicas pull it over the peer port
+//   relative to the newest snapshot they hold (btrfs send/receive, or the dir backend's block-level
+//   diffs) and report what they hold. Pulling, not pushing: a former owner can never write into
+//   anyone's copy. A replica host gone too long is replaced by the owner (owner-shipping.ts too).
 // - Fencing: snapshots a former owner took after the snapshot the next epoch started from (`base`) are
 //   diverged: never served, never used as a parent, deleted from chains, and the former owner's own live
 //   data from after the cut is kept aside under a `diverged-*` id before it rejoins as a replica.
@@ -32,7 +33,7 @@ import { pullChainSnapshot } from './chain-transfer.js';
 import { ClusterVolumeRepository, VOLUME_CLUSTER_PREFIX, type Versioned } from './cluster-volume-repository.js';
 import { OwnershipLease } from './ownership-lease.js';
 import type { LiveHosts, PeerLink } from './peer-link.js';
-import { replaceGoneReplicas } from './replica-placement.js';
+import { OwnerShipping } from './owner-shipping.js';
 import { isChainId, isDiverged, type ClusterVolumeRecord, type ReplicaStatus } from './replication-records.js';
 import { VolumeChain } from './volume-chain.js';
 import { ReplicationStatusView, type MetricSample } from './replication-status.js';
@@ -71,13 +72,6 @@ export interface ReplicationDeps {
 /** The snapshot last sent to a peer becomes its next parent before its status says so: kept this long. */
 const SENT_KEEP_MS = 10 * 60_000;
 const RECONCILE_EVERY_MS = 10_000;
-/**
- * While every live replica holds the newest snapshot, the owner ships the next change this soon after the
- * last look instead of waiting out the interval: the next cycle starts when a transfer ends, so lag follows
- * the transfer time. The interval still bounds how long a change waits when replicas fall behind or the
- * data was unchanged.
- */
-const CAUGHT_UP_GAP_MS = 250;
 const STOP_TIMEOUT_SECONDS = 10;
 
 export class ReplicationService {
@@ -89,10 +83,7 @@ export class ReplicationService {
   private readonly running = new Set<string>();
   /** When a volume's loop runs next (its replication interval), set by each step. */
   private readonly nextDelay = new Map<string, number>();
-  /** Replica hosts this owner has seen without a lease, and since when (reset when they come back). */
-  private readonly goneSince = new Map<string, number>();
-  /** When the owner last looked for changes to snapshot, per volume, and whether it took one. */
-  private readonly lastLook = new Map<string, { at: number; shipped: boolean }>();
+  private readonly shipping: OwnerShipping;
   /** `<volume>/<peer>` → the chain snapshot last sent to that peer, and when. */
   private readonly sent = new Map<string, { id: string; at: number }>();
   private reconcileTimer: NodeJS.Timeout | undefined;
@@ -114,6 +105,15 @@ export class ReplicationService {
       ownerAlive: (record) => this.ownerAlive(record),
     });
     this.lease = new OwnershipLease(deps.repo.store, deps.settings.leaseTtlSeconds, (lease) => this.reclaimOwned(lease), deps.log);
+    this.shipping = new OwnerShipping({
+      repo: deps.repo,
+      live: deps.live,
+      replaceReplicasAfterMs: deps.settings.replaceReplicasAfterMs,
+      log: deps.log,
+      records: () => this.cachedRecords(),
+      chain: () => this.volumeChain(),
+      recentlySent: (volume) => this.recentlySent(volume),
+    });
   }
 
   /** Why this host cannot keep copies or take volumes over (undefined: it can). */
@@ -539,20 +539,9 @@ export class ReplicationService {
         // Mounts the engine lost (released by the mount reconciler) must not block a handoff forever.
         if (record.mounted && (await this.deps.volumes.localMountCount(name)) === 0) await this.deps.repo.tryPut({ ...record, mounted: false }, found.revision);
         if (record.replicaHosts.length === 0) return undefined;
-        if (await this.replaceGoneReplicas(record, found.revision)) return 0;
-        // Steps also run on every change of the volume's keys (its own head, replica reports). After a look that shipped something, the replicas' reports wake this loop: once they all hold
-        // it, the next look comes soon. After a look that found nothing, the next waits the interval.
-        const last = this.lastLook.get(name);
-        const soon = last?.shipped === true && (await this.replicasHoldHead(record));
-        const due = last === undefined ? 0 : last.at + (soon ? Math.min(every, CAUGHT_UP_GAP_MS) : every) - Date.now();
-        if (due > 0) return due;
-        const at = Date.now();
-        const before = (await this.deps.repo.head(name, record.epoch))?.id;
-        const newest = await this.volumeChain().snapshotIfChanged(record, false);
-        this.lastLook.set(name, { at, shipped: newest !== before });
-        await this.volumeChain().prune(record, this.recentlySent(name));
-        return every;
+        return this.shipping.step(found, every);
       }
+      this.shipping.forget(name);
       if (await this.deps.volumes.hasLiveCopy(name)) await this.demote(record);
       if (!chain) return undefined;
       if (!record.replicaHosts.includes(this.host)) {
@@ -571,41 +560,6 @@ export class ReplicationService {
       return every;
     });
     if (interval !== undefined) this.nextDelay.set(name, interval);
-  }
-
-  /**
-   * Owner: a replica host gone longer than the setting is replaced by a live host without a copy (which then
-   * pulls a whole one while the volume stays in use); the gone host drops its copy if it returns. True when
-   * the record changed.
-   */
-  private async replaceGoneReplicas(record: ClusterVolumeRecord, revision: number): Promise<boolean> {
-    const live = this.deps.live.liveHostNames();
-    const now = Date.now();
-    for (const host of this.goneSince.keys()) if (live.has(host)) this.goneSince.delete(host);
-    const gone = new Set<string>();
-    for (const host of record.replicaHosts) {
-      if (live.has(host)) continue;
-      const since = this.goneSince.get(host) ?? now;
-      this.goneSince.set(host, since);
-      if (now - since >= this.deps.settings.replaceReplicasAfterMs) gone.add(host);
-    }
-    if (gone.size === 0) return false;
-    const change = replaceGoneReplicas({ record, gone, live, existing: this.cachedRecords() });
-    if (!change) return false;
-    if ((await this.deps.repo.tryPut({ ...record, replicaHosts: change.replicaHosts }, revision)) === undefined) return false;
-    for (const { gone: host, by } of change.replaced) {
-      await this.deps.repo.deleteReplicaStatus(record.name, host).catch(() => undefined);
-      this.log.warn({ volume: record.name, gone: host, replacement: by, goneForSeconds: Math.round((now - (this.goneSince.get(host) ?? now)) / 1000) }, 'replica host gone too long: keeping the copy on another host instead');
-    }
-    return true;
-  }
-
-  /** Owner: whether every live replica reports holding the epoch's newest snapshot. */
-  private async replicasHoldHead(record: ClusterVolumeRecord): Promise<boolean> {
-    const [head, statuses] = await Promise.all([this.deps.repo.head(record.name, record.epoch), this.deps.repo.replicaStatuses(record.name)]);
-    if (!head) return false;
-    const live = this.deps.live.liveHostNames();
-    return record.replicaHosts.filter((host) => live.has(host)).every((host) => statuses.some((status) => status.host === host && status.id === head.id));
   }
 
   /** Replica: pull the owner's newest snapshot of the current epoch, if newer than what is held. */
@@ -673,6 +627,7 @@ export class ReplicationService {
   }
 
   private async dropEverything(name: string): Promise<void> {
+    this.shipping.forget(name);
     if (await this.deps.volumes.hasLiveCopy(name)) {
       if ((await this.deps.volumes.localMountCount(name)) > 0) {
         this.log.error({ volume: name }, 'volume was removed in the cluster while mounted here; keeping the local copy');
