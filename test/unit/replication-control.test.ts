@@ -221,6 +221,23 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
     expect((view.replication as { replicas: { host: string }[] }).replicas.map((replica) => replica.host)).to.deep.equal(['hC']);
   });
 
+  it('ships continuously while the replica keeps up, well inside a long replicate-every', async () => {
+    const a = await makeHost('hA');
+    const b = await makeHost('hB');
+    await a.ops.create('db', { replicas: '2', 'replicate-every': '60s' });
+    await a.ops.mount('db', 'm1');
+    await write(a, 'db', 'v0');
+    await replicaHolds(b, 'db', 'v0'); // the first look ships at once
+    // A steady writer: with a 60 s interval alone, nothing more would reach hB during this loop.
+    let version = 0;
+    await waitUntil(async () => {
+      version += 1;
+      await write(a, 'db', `v${version}`);
+      const held = (await b.chain.replicationSnapshots('db')).filter((id) => id.startsWith('e'));
+      return held.length > 0 && Number(/-(\d+)$/.exec(held.at(-1)!)?.[1]) >= 3;
+    }, { timeoutMs: 10_000, intervalMs: 100, description: 'hB to hold a third snapshot while hA keeps writing' });
+  });
+
   it('refuses replicas it cannot place, naming the live hosts', async () => {
     const a = await makeHost('hA');
     await expectBerthError(a.ops.create('db', { replicas: '2' }), 'ERR_INVALID_OPTION', /needs 1 other live host\(s\); live hosts besides this one: none/);
