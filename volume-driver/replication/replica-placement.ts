@@ -23,9 +23,7 @@ export function placeReplicas(input: {
     if (named.length !== wanted) throw new BerthError('ERR_INVALID_OPTION', `option replica-hosts names ${named.length} host(s) but replicas=${input.copies} needs ${wanted}`);
     return named;
   }
-  const load = new Map<string, number>();
-  for (const record of input.existing) for (const host of record.replicaHosts) load.set(host, (load.get(host) ?? 0) + 1);
-  const candidates = [...input.live].filter((host) => host !== input.owner).sort((a, b) => (load.get(a) ?? 0) - (load.get(b) ?? 0) || a.localeCompare(b));
+  const candidates = leastLoaded(input.live, [input.owner], input.existing);
   if (candidates.length < wanted) {
     throw new BerthError('ERR_INVALID_OPTION', `option replicas=${input.copies} needs ${wanted} other live host(s); live hosts besides this one: ${candidates.length > 0 ? candidates.join(', ') : 'none'}`);
   }
@@ -45,11 +43,7 @@ export function replaceGoneReplicas(input: {
 }): { replicaHosts: string[]; replaced: { gone: string; by: string }[] } | undefined {
   const { record } = input;
   if (record.options['replica-hosts'] !== undefined) return undefined;
-  const load = new Map<string, number>();
-  for (const other of input.existing) for (const host of other.replicaHosts) load.set(host, (load.get(host) ?? 0) + 1);
-  const candidates = [...input.live]
-    .filter((host) => host !== record.owner && !record.replicaHosts.includes(host))
-    .sort((a, b) => (load.get(a) ?? 0) - (load.get(b) ?? 0) || a.localeCompare(b));
+  const candidates = leastLoaded(input.live, [record.owner, ...record.replicaHosts], input.existing);
   const replaced: { gone: string; by: string }[] = [];
   const replicaHosts = record.replicaHosts.map((host) => {
     if (!input.gone.has(host) || input.live.has(host)) return host;
@@ -59,4 +53,11 @@ export function replaceGoneReplicas(input: {
     return by;
   });
   return replaced.length === 0 ? undefined : { replicaHosts, replaced };
+}
+
+/** Live hosts other than `excluded`, those keeping the fewest replicas first (then by name). */
+function leastLoaded(live: ReadonlySet<string>, excluded: readonly string[], existing: readonly ClusterVolumeRecord[]): string[] {
+  const load = new Map<string, number>();
+  for (const record of existing) for (const host of record.replicaHosts) load.set(host, (load.get(host) ?? 0) + 1);
+  return [...live].filter((host) => !excluded.includes(host)).sort((a, b) => (load.get(a) ?? 0) - (load.get(b) ?? 0) || a.localeCompare(b));
 }
