@@ -52,9 +52,8 @@ export class OwnerShipping {
     if (due > 0) return due;
     const at = Date.now();
     const chain = this.deps.chain();
-    const before = (await this.deps.repo.head(record.name, record.epoch))?.id;
-    const newest = await chain.snapshotIfChanged(record, false);
-    this.lastLook.set(record.name, { at, shipped: newest !== before });
+    const { taken } = await chain.snapshotIfChanged(record, false);
+    this.lastLook.set(record.name, { at, shipped: taken });
     await chain.prune(record, this.deps.recentlySent(record.name));
     return every;
   }

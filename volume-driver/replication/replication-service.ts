@@ -241,7 +241,7 @@ export class ReplicationService {
       let revision = found.revision;
       const chain = this.deps.chain;
       if (chain && record.replicaHosts.length > 0 && this.lease.healthy) {
-        const id = await this.volumeChain().snapshotIfChanged(record, true);
+        const { id } = await this.volumeChain().snapshotIfChanged(record, true);
         await this.waitForReplicas(record, id, log);
         const fresh = await this.deps.repo.get(name);
         if (!fresh || fresh.value.owner !== this.host) return;
@@ -324,7 +324,7 @@ export class ReplicationService {
       if (record.owner !== this.host || record.epoch !== epoch) throw new BerthError('ERR_VOLUME_FENCED', `host ${this.host} no longer owns volume ${name} at epoch ${epoch}`);
       const mounts = await this.deps.volumes.localMountCount(name);
       if (record.mounted || mounts > 0) throw new BerthError('ERR_VOLUME_MOUNTED_ELSEWHERE', `volume ${name} is mounted on host ${this.host}; stop its containers there first`);
-      const snapshot = await chain.snapshotIfChanged(record, true);
+      const { id: snapshot } = await chain.snapshotIfChanged(record, true);
       const until = new Date(Date.now() + this.deps.settings.handoffHoldMs).toISOString();
       await this.deps.repo.put({ ...record, handoff: { to, snapshot, until } }, found.revision);
       this.log.info({ volume: name, to, snapshot }, 'handing volume off');

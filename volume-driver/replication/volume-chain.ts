@@ -25,13 +25,16 @@ export class VolumeChain {
     }
   }
 
-  /** Owner: a new chain snapshot if the data changed since the newest (or none exists), published as the head; returns the newest id. */
-  async snapshotIfChanged(record: ClusterVolumeRecord, final: boolean): Promise<string> {
+  /**
+   * Owner: a new chain snapshot if the data changed since the newest (or none exists), published as the
+   * head; returns the newest id, and whether it was taken now.
+   */
+  async snapshotIfChanged(record: ClusterVolumeRecord, final: boolean): Promise<{ id: string; taken: boolean }> {
     const held = await this.ids(record);
     const newest = held.at(-1);
     if (newest !== undefined && (await this.chain.changedBytesSince(record.name, newest)) === 0) {
       if (final) await this.repo.putHead(record.name, { epoch: record.epoch, id: newest, takenAt: (await this.repo.head(record.name, record.epoch))?.takenAt ?? new Date().toISOString(), final: true });
-      return newest;
+      return { id: newest, taken: false };
     }
     const seq = held.map((id) => parseChainId(id)).filter((parsed) => parsed?.epoch === record.epoch).reduce((max, parsed) => Math.max(max, parsed!.seq), 0);
     const id = chainId(record.epoch, seq + 1);
@@ -41,7 +44,7 @@ export class VolumeChain {
     const snapshotMs = Date.now() - started;
     await this.repo.putHead(record.name, { epoch: record.epoch, id, takenAt, ...(final ? { final: true } : {}) });
     this.onSnapshot?.({ volume: record.name, id, snapshotMs, publishedMs: Date.now() - started });
-    return id;
+    return { id, taken: true };
   }
 
   /** Owner: keeps the newest snapshots, the base, every snapshot a replica holds, and `alsoKeep` (just sent: next parents). */
