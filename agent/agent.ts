@@ -1,6 +1,5 @@
 import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
-import type { AgentConfig } from '../plugins/config/agent-config.js';
+import { singleHostStorePath, type AgentConfig } from '../plugins/config/agent-config.js';
 import { adminSocketPath, pluginSocketPath } from '../plugins/config/plugin-name.js';
 import { DockerEngine } from '../plugins/engine/docker-engine.js';
 import { BerthError, errorMessage, isBerthError } from '../plugins/errors/berth-error.js';
@@ -26,6 +25,8 @@ import { createVolumeAdminRoutes } from '../volume-driver/volume-admin-routes.js
 import { createVolumePluginApi } from '../volume-driver/volume-plugin-api.js';
 import { VolumeRepository } from '../volume-driver/volume-repository.js';
 import { VolumeService } from '../volume-driver/volume-service.js';
+import { importSingleHostVolumes } from '../volume-driver/single-host-import.js';
+import { ClusterVolumeRepository } from '../volume-driver/replication/cluster-volume-repository.js';
 import { createReplicationAdminRoutes } from '../volume-driver/replication/replication-admin-routes.js';
 import type { VolumeDriverOps } from '../volume-driver/volume-driver-ops.js';
 import { runDoctor } from './doctor.js';
@@ -73,11 +74,13 @@ export class Agent {
       else log.warn({ err: errorMessage(error) }, 'state store watch interrupted; it keeps retrying');
     };
     const store =
-      config.store.kind === 'etcd' ? await EtcdStateStore.open(config.store.endpoints, { onWatchError }) : await FileStateStore.open(join(config.root, 'state', 'berth.db'));
+      config.store.kind === 'etcd' ? await EtcdStateStore.open(config.store.endpoints, { onWatchError }) : await FileStateStore.open(singleHostStorePath(config));
     this.store = store;
 
     // On a shared etcd every host keeps its own volumes: their data lives on that host.
     const repository = new VolumeRepository(store, config.store.kind === 'etcd' ? `hosts/${config.hostName}/` : '');
+    // A host that ran alone brings its volumes along when it joins a cluster.
+    if (config.store.kind === 'etcd') await importSingleHostVolumes(singleHostStorePath(config), repository, new ClusterVolumeRepository(store), log.child({ component: 'volumes' }));
     const existingKinds = new Set((await repository.list()).map(({ record }) => record.backend));
     const backend = await selectBackend(config, log.child({ component: 'storage' }), existingKinds);
     const engine = new DockerEngine(config.dockerHost);
@@ -160,7 +163,7 @@ export class Agent {
       {
         method: 'GET' as const,
         path: '/v1/doctor',
-        handler: async () => ({ checks: await runDoctor({ config, store, engine, backend, volumes, reconciler }) }),
+        handler: async () => ({ checks: await runDoctor({ config, store, engine, backend, volumes, reconciler, keptLocal: this.replication?.keptLocal ?? [] }) }),
       },
     ];
     this.adminServer = new SocketHttpServer(

@@ -2,13 +2,14 @@ import { access, constants, readFile, stat, writeFile, unlink } from 'node:fs/pr
 import { X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import { loadPeerTls } from '../plugins/peer/peer-tls.js';
-import type { AgentConfig } from '../plugins/config/agent-config.js';
+import { singleHostStorePath, type AgentConfig } from '../plugins/config/agent-config.js';
 import type { Engine } from '../plugins/engine/engine.js';
 import { errorMessage } from '../plugins/errors/berth-error.js';
 import type { StateStore } from '../plugins/state/state-store.js';
 import { socketIsLive } from '../plugins/server/unix-socket.js';
 import { pluginSocketPath } from '../plugins/config/plugin-name.js';
 import type { MountReconciler } from '../volume-driver/mount-reconciler.js';
+import type { LocalNameConflict } from '../volume-driver/replication/clustered-volumes.js';
 import type { StorageBackend } from '../volume-driver/storage/storage-backend.js';
 import type { VolumeService } from '../volume-driver/volume-service.js';
 
@@ -27,6 +28,8 @@ export interface DoctorDeps {
   readonly backend: StorageBackend;
   readonly volumes: VolumeService;
   readonly reconciler: MountReconciler;
+  /** Local volumes whose names other hosts' cluster volumes have (a shared store only). */
+  readonly keptLocal: readonly LocalNameConflict[];
 }
 
 /** Each check says what it found and, when something is wrong, what to do about it. */
@@ -91,6 +94,17 @@ export async function runDoctor(deps: DoctorDeps): Promise<DoctorCheck[]> {
       } catch (error) {
         return warn('mount references', `not checked: ${errorMessage(error)}`);
       }
+    },
+    async () => {
+      if (deps.config.store.kind !== 'etcd') return ok('local volumes', 'single host: every volume is local');
+      const leftInStore = await stat(singleHostStorePath(deps.config)).then(() => true, () => false);
+      const problems = [
+        ...deps.keptLocal.map((conflict) => `${conflict.name} (host ${conflict.owner} has another volume of that name)`),
+        ...(leftInStore ? [`volumes left in ${singleHostStorePath(deps.config)} (see the agent's log at start for each reason)`] : []),
+      ];
+      return problems.length === 0
+        ? ok('local volumes', 'every volume of this host is a cluster volume')
+        : warn('local volumes', `not cluster volumes, data untouched: ${problems.join('; ')}`);
     },
     async () => {
       const { config } = deps;

@@ -2,9 +2,11 @@
 // underlay's switch namespace (so every host reaches it over its own link), certificates from
 // `berth cluster init`, and on every host an agent on its own loop-mounted btrfs pool with the peer
 // port enabled. The same set-up as the replication e2e tests, with the agents' defaults otherwise.
+import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startCluster, type Cluster, type Host } from '../../test/helpers/cluster.js';
 import { startEtcd, type EtcdServer } from '../../test/helpers/etcd-server.js';
+import { disposeWithMounts } from '../../test/helpers/loop-mounts.js';
 import { ensurePostgresImage } from '../../test/helpers/postgres.js';
 import { requirePrerequisites } from '../../test/helpers/prerequisites.js';
 import { repoRoot } from '../../test/helpers/repo-root.js';
@@ -19,6 +21,8 @@ export interface ClusterSettings {
   readonly hosts: number;
   /** `--pool-size` of every agent's btrfs pool (a sparse file). */
   readonly poolSize: string;
+  /** Folder of a host's pool file by host name (default the host's own folder, on the machine's disk). */
+  readonly poolDirs: ReadonlyMap<string, string>;
   /** Extra agent arguments, after the standard ones. */
   readonly agentArgs: readonly string[];
   readonly agentEntry: string | undefined;
@@ -40,12 +44,15 @@ export async function startReplicationCluster(settings: ClusterSettings): Promis
   requirePrerequisites(['mkfs.btrfs', 'losetup', 'openssl', 'etcd', 'etcdctl']);
   const cluster = await startCluster({ hosts: settings.hosts, prefix: 'benchrepl', ...(settings.agentEntry === undefined ? {} : { agentEntry: settings.agentEntry }) });
   let etcd: EtcdServer | undefined;
+  // Pools placed elsewhere (another device) get a folder of their own there, removed at the end.
+  const poolFolders = new Map<string, { path: string; dispose(): Promise<void> }>();
   let disposal: Promise<string[]> | undefined;
   const dispose = (): Promise<string[]> => (disposal ??= (async () => {
     const problems: string[] = [];
     // Agents stop with the cluster, before etcd goes away under them.
     await cluster.dispose().catch((err: unknown) => problems.push(err instanceof Error ? err.message : String(err)));
     await etcd?.stop().catch((err: unknown) => problems.push(`etcd stop: ${err instanceof Error ? err.message : String(err)}`));
+    for (const folder of poolFolders.values()) problems.push(...(await disposeWithMounts(folder).catch((err: unknown) => [err instanceof Error ? err.message : String(err)])));
     return problems;
   })());
   try {
@@ -54,11 +61,15 @@ export async function startReplicationCluster(settings: ClusterSettings): Promis
     const endpoint = etcd.endpoint;
     const pkiDir = join(cluster.runDir, 'pki');
     await checkCommand([process.execPath, settings.agentEntry ?? join(repoRoot, 'dist', 'bin', 'berth.js'), 'cluster', 'init', '--pki-dir', pkiDir, ...cluster.hosts.map((host) => host.name)]);
+    for (const [hostName, dir] of settings.poolDirs) {
+      const path = await mkdtemp(join(dir, 'berth-bench-pool-'));
+      poolFolders.set(hostName, { path, dispose: () => rm(path, { recursive: true, force: true }) });
+    }
     const agentArgs = (host: Host): string[] => [
       '--store', `etcd://${endpoint}`,
       '--host-name', host.name,
       '--advertise-addr', host.address,
-      '--btrfs-pool', join(host.dir, 'pool.img'),
+      '--btrfs-pool', join(poolFolders.get(host.name)?.path ?? host.dir, 'pool.img'),
       '--pool-size', settings.poolSize,
       '--pki-dir', pkiDir,
       // 'replica caught up' (with the bytes of each transfer) is a debug line.

@@ -30,6 +30,8 @@ export interface BenchResults {
     readonly hosts: readonly string[];
     readonly measurements: readonly MeasurementId[];
     readonly poolSize: string;
+    /** Hosts whose pool file was not in the host's folder on the machine's disk, with its folder. */
+    readonly poolDirs?: Readonly<Record<string, string>>;
     readonly defaultReplicateEvery: string;
     readonly etcd: string;
     readonly agentArgs: readonly string[];
@@ -77,6 +79,12 @@ const dist = (d: Distribution | null, format: (value: number) => string): string
   d === null ? '–' : `${format(d.p50)} / ${format(d.p95)} / ${format(d.p99)} / ${format(d.max)}`;
 
 /** The figures tables (Markdown), as written to results.md and into the README. */
+function describePoolPlaces(poolDirs: Readonly<Record<string, string>>): string {
+  const elsewhere = Object.entries(poolDirs);
+  if (elsewhere.length === 0) return 'both pools are loop files on the machine\'s one disk';
+  return `pool files: ${elsewhere.map(([host, dir]) => `${host}'s in ${dir}`).join(', ')}, the others on the machine's disk`;
+}
+
 export function renderTable(r: BenchResults): string {
   const lines: string[] = [];
   const m = r.machine;
@@ -84,7 +92,8 @@ export function renderTable(r: BenchResults): string {
     `Run of ${r.date.slice(0, 10)}${r.quick ? ' (**--quick smoke run**: short durations, not comparable)' : ''} on ${m.cpus} CPUs (${m.cpuModel}), ${m.memoryGiB} GiB, kernel ${m.kernel}, ` +
       `Node ${m.node}, Docker ${m.docker.server}, ${m.postgres}, ${m.btrfsProgs}, ${m.etcd}; load average ${m.loadAverageAtStart.join(' ')} at start, ` +
       `${m.loadAverageAtEnd.join(' ')} at end; commit ${r.source.commit.slice(0, 7)}${r.source.uncommittedFiles.length > 0 ? ` + ${r.source.uncommittedFiles.length} uncommitted files` : ''}. ` +
-      `Hosts ${r.parameters.hosts.join(', ')} (namespaced, one machine), hA owns, hB keeps the replica; default replicate-every ${r.parameters.defaultReplicateEvery}.`,
+      `Hosts ${r.parameters.hosts.join(', ')} (namespaced, one machine), hA owns, hB keeps the replica; default replicate-every ${r.parameters.defaultReplicateEvery}; ` +
+      `${describePoolPlaces(r.parameters.poolDirs ?? {})}.`,
   );
   lines.push('');
   if (r.lag !== null) renderLag(lines, r.lag, '1.');

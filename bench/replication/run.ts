@@ -36,6 +36,7 @@ interface Options {
   handoff: HandoffSettings;
   throughput: ThroughputSettings;
   poolSize: string;
+  poolDirs: Map<string, string>;
   out: string;
   agentArgs: string[];
   agentEntry: string | undefined;
@@ -62,6 +63,9 @@ const USAGE = `usage: node dist/bench/replication/run.js [options]   (as root)
   --tps-rounds N          rounds of the throughput comparison, order alternating (default 3)
   --tps-seconds N         length of each throughput run (default 30)
   --pool-size SIZE        each agent's btrfs pool (sparse file; default 8G)
+  --pool-dir HOST=DIR     the folder of that host's pool file (repeatable; default the host's own folder
+                          on the machine's disk), e.g. --pool-dir hB=/dev/shm to give the replica a
+                          device of its own when the machine has one disk
   --out FILE              results JSON (default bench/replication/results.json); results.md is written next to it
   --agent-arg ARG         extra argument for the agents (repeatable), e.g. --agent-arg=--host-ttl=4s
   --agent-entry JS        the agent's entry script (default dist/bin/berth.js), to compare another build`;
@@ -76,7 +80,7 @@ async function main(): Promise<number> {
   const started = new Date();
   const loadAtStart = loadavg().map((v) => round(v, 2));
   log(`starting a two-host cluster with etcd and agents; measurements: ${options.measurements.join(', ')}${options.quick ? ' (quick)' : ''}`);
-  const stack = await startReplicationCluster({ hosts: 2, poolSize: options.poolSize, agentArgs: options.agentArgs, agentEntry: options.agentEntry, log });
+  const stack = await startReplicationCluster({ hosts: 2, poolSize: options.poolSize, poolDirs: options.poolDirs, agentArgs: options.agentArgs, agentEntry: options.agentEntry, log });
   let tornDown: Promise<void> | undefined;
   const teardown = (): Promise<void> => (tornDown ??= (async () => {
     log('disposing the cluster and etcd');
@@ -147,6 +151,7 @@ async function measureAll(stack: ReplicationCluster, options: Options, started: 
       hosts: stack.hosts.map((host) => host.name),
       measurements: options.measurements,
       poolSize: options.poolSize,
+      poolDirs: Object.fromEntries(options.poolDirs),
       defaultReplicateEvery: DEFAULT_REPLICATE_EVERY,
       etcd: `${stack.etcdEndpoint}, in the switch namespace`,
       agentArgs: options.agentArgs,
@@ -190,7 +195,7 @@ function parseOptions(argv: string[]): Options {
       'only', 'scale', 'clients', 'threads', 'lag-seconds', 'sample-ms', 'steady-tps', 'file-mib', 'pages', 'pages-every', 'page-attempts', 'seed',
       'handoff-rounds', 'write-seconds', 'tps-rounds', 'tps-seconds', 'pool-size', 'out', 'agent-entry',
     ],
-    ['agent-arg'],
+    ['agent-arg', 'pool-dir'],
     ['quick'],
   );
   const quick = switches.quick;
@@ -241,10 +246,21 @@ function parseOptions(argv: string[]): Options {
       rounds: integerOption('tps-rounds', values['tps-rounds'], quick ? 1 : 3, 1, 50),
     },
     poolSize,
+    poolDirs: parsePoolDirs(lists['pool-dir'] ?? []),
     out: values.out === undefined ? join(repoRoot, 'bench', 'replication', 'results.json') : resolve(values.out),
     agentArgs: lists['agent-arg'] ?? [],
     agentEntry: values['agent-entry'] === undefined ? undefined : resolve(values['agent-entry']),
   };
+}
+
+function parsePoolDirs(given: readonly string[]): Map<string, string> {
+  const dirs = new Map<string, string>();
+  for (const entry of given) {
+    const match = /^(h[AB])=(.+)$/.exec(entry);
+    if (match === null) throw new Error(`--pool-dir takes HOST=DIR with HOST hA or hB, got ${entry}`);
+    dirs.set(match[1] as string, resolve(match[2] as string));
+  }
+  return dirs;
 }
 
 runBenchmark(main);

@@ -132,6 +132,11 @@ function invalid(message: string): BerthError {
 }
 
 /** Precedence: flags, then BERTH_* variables, then the config file, then defaults. */
+/** The single-host file store of an agent's data root (also read once when the host joins a cluster). */
+export function singleHostStorePath(config: Pick<AgentConfig, 'root'>): string {
+  return join(config.root, 'state', 'berth.db');
+}
+
 export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): AgentConfig {
   let parsed;
   try {

@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { singleHostStorePath } from '../../plugins/config/agent-config.js';
 import { createLogger } from '../../plugins/logging/logger.js';
 import { createPluginApp } from '../../plugins/server/plugin-app.js';
 import { SocketHttpServer } from '../../plugins/server/socket-http-server.js';
@@ -35,7 +36,7 @@ export async function startVolumeStack(existingRoot?: string): Promise<VolumeSta
   const temp = existingRoot ? undefined : await makeTempDir('berth-vol-');
   const root = existingRoot ?? temp!.path;
   const log = createLogger('silent');
-  const store = await FileStateStore.open(join(root, 'state', 'berth.db'));
+  const store = await FileStateStore.open(singleHostStorePath({ root }));
   const repository = new VolumeRepository(store);
   const backend = new DirBackend(root);
   const engine = new FakeEngine();

@@ -238,6 +238,23 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
     }, { timeoutMs: 10_000, intervalMs: 100, description: 'hB to hold a third snapshot while hA keeps writing' });
   });
 
+  it('counts lag from the owner\'s last look that found nothing new, not from the age of an old snapshot', async () => {
+    const a = await makeHost('hA');
+    const b = await makeHost('hB');
+    await a.ops.create('db', { replicas: '2', 'replicate-every': '1s' });
+    await write(a, 'db', 'v1');
+    await replicaHolds(b, 'db', 'v1');
+    const replicaView = async () => ((await a.ops.inspect('db')).replication as { replicas: { lagSeconds: number | null; snapshotTakenAt: string }[] }).replicas[0]!;
+    await waitUntil(async () => (await replicaView()).lagSeconds === 0, { timeoutMs: 10_000, description: 'hB to be in sync' });
+    await new Promise((resolve) => setTimeout(resolve, 4000)); // idle: the owner looks every second and finds nothing
+    await write(a, 'db', 'v2');
+    const view = await replicaView();
+    const snapshotAge = (Date.now() - Date.parse(view.snapshotTakenAt)) / 1000;
+    expect(snapshotAge).to.be.greaterThan(4);
+    // Behind, but only since the owner's last look (at most one interval ago), not for the snapshot's whole age.
+    expect(view.lagSeconds).to.be.a('number').and.greaterThan(0).and.lessThan(snapshotAge - 1.5);
+  });
+
   it('refuses replicas it cannot place, naming the live hosts', async () => {
     const a = await makeHost('hA');
     await expectBerthError(a.ops.create('db', { replicas: '2' }), 'ERR_INVALID_OPTION', /needs 1 other live host\(s\); live hosts besides this one: none/);

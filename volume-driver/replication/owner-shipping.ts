@@ -31,8 +31,8 @@ export interface OwnerShippingDeps {
 export class OwnerShipping {
   /** Replica hosts seen without a lease, and since when (forgotten when they come back). */
   private readonly goneSince = new Map<string, number>();
-  /** When the owner last looked for changes to snapshot, per volume, and whether it took one. */
-  private readonly lastLook = new Map<string, { at: number; shipped: boolean }>();
+  /** When the owner last looked for changes to snapshot, per volume, whether it took one, and the newest snapshot then. */
+  private readonly lastLook = new Map<string, { at: number; shipped: boolean; newest: string }>();
 
   constructor(private readonly deps: OwnerShippingDeps) {}
 
@@ -52,10 +52,20 @@ export class OwnerShipping {
     if (due > 0) return due;
     const at = Date.now();
     const chain = this.deps.chain();
-    const { taken } = await chain.snapshotIfChanged(record, false);
-    this.lastLook.set(record.name, { at, shipped: taken });
+    const { id, taken } = await chain.snapshotIfChanged(record, false);
+    this.lastLook.set(record.name, { at, shipped: taken, newest: id });
     await chain.prune(record, this.deps.recentlySent(record.name));
     return every;
+  }
+
+  /**
+   * When the owner last found the live data unchanged since chain snapshot `id` (its latest look took
+   * nothing), in ms since the epoch: changes a replica holding `id` lacks were made after that. Written
+   * back changes count (the look reads the filesystem), as every fsync'ed write is.
+   */
+  unchangedSince(volume: string, id: string): number | undefined {
+    const last = this.lastLook.get(volume);
+    return last !== undefined && !last.shipped && last.newest === id ? last.at : undefined;
   }
 
   /** The volume is gone (or no longer owned here): its cadence starts afresh next time. */

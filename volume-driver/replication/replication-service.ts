@@ -103,6 +103,7 @@ export class ReplicationService {
       defaultIntervalMs: deps.settings.defaultIntervalMs,
       ...(deps.chain ? { chain: deps.chain } : {}),
       ownerAlive: (record) => this.ownerAlive(record),
+      unchangedSince: (volume, id) => this.shipping.unchangedSince(volume, id),
     });
     this.lease = new OwnershipLease(deps.repo.store, deps.settings.leaseTtlSeconds, (lease) => this.reclaimOwned(lease), deps.log);
     this.shipping = new OwnerShipping({
@@ -159,6 +160,11 @@ export class ReplicationService {
 
   putRecord(record: ClusterVolumeRecord, expectRevision: number): Promise<number> {
     return this.deps.repo.put(record, expectRevision);
+  }
+
+  /** Like putRecord, but a lost race is `undefined` instead of an error. */
+  tryPutRecord(record: ClusterVolumeRecord, expectRevision: number): Promise<number | undefined> {
+    return this.deps.repo.tryPut(record, expectRevision);
   }
 
   /** Rolls back a record whose create failed. */
@@ -581,8 +587,10 @@ export class ReplicationService {
       const bytes = await pullChainSnapshot(chain, peers, { volume: record.name, from: record.owner, id: head.id, ...(parent ? { parent } : {}) }, this.log);
       await this.report(record.name, { state: 'in-sync', id: head.id, takenAt: head.takenAt, receivedAt: new Date().toISOString(), lastTransferBytes: bytes });
       this.log.debug({ volume: record.name, id: head.id, bytes }, 'replica caught up');
-      // Older snapshots go after the report: the owner learns of the new one without waiting for that.
-      for (const id of held) if (id !== head.id) await chain.deleteReplicationSnapshot(record.name, id);
+      // Older snapshots go after the report: the owner learns of the new one without waiting for that. They are
+      // reclaimed now, one at a time: left to the filesystem, they pile up and are reclaimed together, and
+      // that burst would stall the next receives for seconds.
+      for (const id of held) if (id !== head.id) await chain.deleteReplicationSnapshot(record.name, id, { reclaimNow: true });
     } catch (error) {
       await this.report(record.name, { state: 'failing', ...(newest ? { id: newest } : {}), error: errorMessage(error) });
       throw error;

@@ -18,6 +18,8 @@ export interface ReplicationStatusDeps {
   /** This host's chain: on the owner, bytes behind are measured against it. */
   readonly chain?: ReplicationStore;
   readonly ownerAlive: (record: ClusterVolumeRecord) => Promise<boolean>;
+  /** On the owner: when it last found the live data unchanged since that snapshot (see OwnerShipping). */
+  readonly unchangedSince?: (volume: string, id: string) => number | undefined;
 }
 
 /** What users see of a volume's replication: inspect's `replication` and the metrics. */
@@ -35,7 +37,11 @@ export class ReplicationStatusView {
       let lagBytes: number | null = null;
       if (chain && status?.id !== undefined) lagBytes = await chain.changedBytesSince(record.name, status.id).catch(() => null);
       const behind = behindHead || (lagBytes ?? 0) > 0;
-      const lagSeconds = status?.takenAt === undefined ? null : behind ? Math.max(0, (Date.now() - Date.parse(status.takenAt)) / 1000) : 0;
+      // Behind since the oldest change the replica lacks: after the snapshot it holds was taken, and after the
+      // owner last saw nothing changed since it (a volume idle for an hour is not an hour behind at its first write).
+      const unchangedAt = status?.id === undefined ? undefined : this.deps.unchangedSince?.(record.name, status.id);
+      const since = status?.takenAt === undefined ? undefined : Math.max(Date.parse(status.takenAt), unchangedAt ?? 0);
+      const lagSeconds = since === undefined ? null : behind ? Math.max(0, (Date.now() - since) / 1000) : 0;
       return {
         host,
         alive: live.has(host),
@@ -72,7 +78,7 @@ export class ReplicationStatusView {
       for (const replica of view.replicas as { host: string; state: string; lagSeconds: number | null; lagBytes: number | null; lastTransferBytes: number | null }[]) {
         const labels = { volume: record.name, replica: replica.host };
         samples.push({ name: 'berth_replica_in_sync', help: '1 when the replica holds the newest snapshot', labels, value: replica.state === 'in-sync' ? 1 : 0 });
-        if (replica.lagSeconds !== null) samples.push({ name: 'berth_replica_lag_seconds', help: 'age of the newest snapshot the replica holds, when the owner has changed since', labels, value: replica.lagSeconds });
+        if (replica.lagSeconds !== null) samples.push({ name: 'berth_replica_lag_seconds', help: 'how long the replica has lacked changes of the owner (since the newest snapshot it holds, or the owner last saw none)', labels, value: replica.lagSeconds });
         if (replica.lagBytes !== null) samples.push({ name: 'berth_replica_lag_bytes', help: 'bytes the owner wrote since the replica newest snapshot (estimate)', labels, value: replica.lagBytes });
         if (replica.lastTransferBytes !== null) samples.push({ name: 'berth_replica_last_transfer_bytes', help: 'bytes of the replica last transfer', labels, value: replica.lastTransferBytes });
       }

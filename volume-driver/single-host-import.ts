@@ -1,0 +1,100 @@
+// A host that ran alone keeps its volumes when it joins a cluster. Its records were in the single-host
+// file store (<root>/state/berth.db); on a shared etcd the agent reads this host's records from etcd
+// instead, so without this step the volumes would vanish from the engine while their data stays on
+// disk. Run at start, before recovery: each record moves from the file store to this host's records on
+// etcd, unless its name is already in use in the cluster (then it stays in the file store, untouched).
+import { rename } from 'node:fs/promises';
+import { errorMessage } from '../plugins/errors/berth-error.js';
+import type { Logger } from '../plugins/logging/logger.js';
+import { FileStateStore } from '../plugins/state/file-state-store.js';
+import { present, syncDirectory } from './storage/storage-layout.js';
+import { dirname } from 'node:path';
+import type { VolumeRecord } from './volume-record.js';
+import type { ClusterVolumeRepository } from './replication/cluster-volume-repository.js';
+import { VolumeRepository } from './volume-repository.js';
+
+/** Where a carried-over file store goes, so later starts do not read it again (kept for the operator). */
+export const IMPORTED_SUFFIX = '.imported';
+/** The single-host store's key of its networks (see network-repository.ts); they are not carried over. */
+const NETWORKS_KEY = 'net/networks';
+
+export interface SingleHostImport {
+  /** Volumes whose records were copied now. */
+  readonly imported: readonly string[];
+  /** Volumes already among this host's records on etcd (an earlier, interrupted import). */
+  readonly alreadyThere: readonly string[];
+  /** Volumes not carried over, each with the reason; they stay in the file store (kept until none is left). */
+  readonly conflicts: ReadonlyArray<{ readonly name: string; readonly reason: string }>;
+  /** Networks of the single-host store, which the cluster does not take over (created again by the user). */
+  readonly networks: readonly string[];
+  /** Where the file store is now (renamed once everything was carried over). */
+  readonly storePath: string;
+}
+
+/**
+ * Moves the volume records of the file store at `path` to `target` (this host's records on etcd), each
+ * copied first and then deleted from the file store, so a crash in between repeats nothing; undefined
+ * when there is no file store. A name in use in the cluster (`cluster`: every host's volumes) or among
+ * this host's records for another volume is a conflict: that volume stays in the file store, untouched.
+ */
+export async function importSingleHostVolumes(path: string, target: VolumeRepository, cluster: ClusterVolumeRepository, log: Logger): Promise<SingleHostImport | undefined> {
+  if (!(await present(path))) return undefined;
+  const source = await FileStateStore.open(path);
+  const imported: string[] = [];
+  const alreadyThere: string[] = [];
+  const conflicts: Array<{ name: string; reason: string }> = [];
+  let networks: string[];
+  try {
+    const sourceRecords = new VolumeRepository(source);
+    for (const { record, revision } of await sourceRecords.list()) {
+      const existing = await target.get(record.name);
+      if (existing !== undefined && !sameVolume(existing.record, record)) {
+        conflicts.push({ name: record.name, reason: `this host already has another volume ${record.name} on the cluster store (created ${existing.record.createdAt})` });
+        continue;
+      }
+      const inCluster = existing === undefined ? await cluster.get(record.name) : undefined;
+      if (inCluster !== undefined) {
+        conflicts.push({ name: record.name, reason: `host ${inCluster.value.owner} has a volume ${record.name} in the cluster` });
+        continue;
+      }
+      if (existing === undefined) {
+        await target.put(record, 0);
+        imported.push(record.name);
+      } else {
+        alreadyThere.push(record.name);
+      }
+      await sourceRecords.delete(record.name, revision);
+    }
+    networks = await networkNames(source);
+  } finally {
+    await source.close();
+  }
+  let storePath = path;
+  if (conflicts.length === 0) {
+    storePath = `${path}${IMPORTED_SUFFIX}`;
+    await rename(path, storePath);
+    await syncDirectory(dirname(path));
+  }
+  const outcome = { imported, alreadyThere, conflicts, networks, storePath };
+  if (imported.length + alreadyThere.length > 0) log.info({ imported, alreadyThere, from: path }, 'volumes of the single-host store carried over to the cluster store');
+  for (const conflict of conflicts) log.error({ volume: conflict.name, from: path }, `volume not carried over to the cluster store: ${conflict.reason}; its data is untouched`);
+  if (networks.length > 0) {
+    log.warn({ networks }, 'networks of the single-host store are not carried over to the cluster store: remove them (docker network rm) and create them again');
+  }
+  return outcome;
+}
+
+function sameVolume(a: VolumeRecord, b: VolumeRecord): boolean {
+  return a.createdAt === b.createdAt && a.backend === b.backend;
+}
+
+async function networkNames(store: FileStateStore): Promise<string[]> {
+  const entry = await store.get(NETWORKS_KEY);
+  if (entry === undefined) return [];
+  try {
+    const index = JSON.parse(entry.value) as { networks?: Record<string, unknown> };
+    return Object.keys(index.networks ?? {}).sort();
+  } catch (error) {
+    return [`(unreadable network index: ${errorMessage(error)})`];
+  }
+}
