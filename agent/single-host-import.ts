@@ -4,19 +4,18 @@
 // disk. Run at start, before recovery: each record moves from the file store to this host's records on
 // etcd, unless its name is already in use in the cluster (then it stays in the file store, untouched).
 import { rename } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { NETWORKS_KEY } from '../network-driver/control/network-repository.js';
 import { errorMessage } from '../plugins/errors/berth-error.js';
 import type { Logger } from '../plugins/logging/logger.js';
 import { FileStateStore } from '../plugins/state/file-state-store.js';
-import { present, syncDirectory } from './storage/storage-layout.js';
-import { dirname } from 'node:path';
-import type { VolumeRecord } from './volume-record.js';
-import type { ClusterVolumeRepository } from './replication/cluster-volume-repository.js';
-import { VolumeRepository } from './volume-repository.js';
+import type { ClusterVolumeRepository } from '../volume-driver/replication/cluster-volume-repository.js';
+import { present, syncDirectory } from '../volume-driver/storage/storage-layout.js';
+import type { VolumeRecord } from '../volume-driver/volume-record.js';
+import { VolumeRepository } from '../volume-driver/volume-repository.js';
 
 /** Where a carried-over file store goes, so later starts do not read it again (kept for the operator). */
-export const IMPORTED_SUFFIX = '.imported';
-/** The single-host store's key of its networks (see network-repository.ts); they are not carried over. */
-const NETWORKS_KEY = 'net/networks';
+const IMPORTED_SUFFIX = '.imported';
 
 export interface SingleHostImport {
   /** Volumes whose records were copied now. */
