@@ -80,12 +80,12 @@ export class BtrfsReplication implements ReplicationStore {
   }
 
   /**
-   * By default not waiting for the commit: an old chain snapshot a crash brings back is deleted again by
-   * the next prune, and a commit wait under a database's fsyncs would hold up the owner's every cycle.
-   * btrfs reclaims a deleted subvolume in its cleaner thread, which runs after the periodic commit (30 s
-   * by default): a replica deleting one snapshot per cycle then gets dozens reclaimed in one burst, whose
-   * metadata updates held its receives for 3 to 6 s in bench/replication. `reclaimNow` waits for the
-   * commit, after which the cleaner reclaims the one snapshot at once.
+   * Without `reclaimNow` not waiting for the commit (an old chain snapshot a crash brings back is deleted
+   * again by the next prune). btrfs reclaims a deleted subvolume in its cleaner thread, which runs after
+   * the periodic commit (30 s by default): a chain losing one snapshot per cycle then gets dozens
+   * reclaimed in one burst, whose metadata updates held a replica's receives for 3 to 6 s in
+   * bench/replication. `reclaimNow` waits for the commit, after which the cleaner reclaims the one
+   * snapshot at once (25 ms median per deletion there, under the database's own fsyncs).
    */
   async deleteReplicationSnapshot(volume: string, id: string, options: { readonly reclaimNow?: boolean } = {}): Promise<void> {
     await this.host.discard(this.layout.replicaPath(volume, id), `cannot delete chain snapshot ${id} of volume ${volume}`, options.reclaimNow === true);
