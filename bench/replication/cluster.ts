@@ -1,21 +1,15 @@
-// The cluster the replication benchmark runs on: namespaced hosts (startCluster), one etcd in the
-// underlay's switch namespace (so every host reaches it over its own link), certificates from
-// `berth cluster init`, and on every host an agent on its own loop-mounted btrfs pool with the peer
-// port enabled. The same set-up as the replication e2e tests, with the agents' defaults otherwise.
+// The cluster the replication benchmark runs on: namespaced hosts with one etcd in the underlay's switch
+// namespace and certificates from `berth cluster init` (startEtcdCluster), and on every host an agent on
+// its own loop-mounted btrfs pool with the peer port enabled. The same set-up as the replication e2e
+// tests, with the agents' defaults otherwise.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startCluster, type Cluster, type Host } from '../../test/helpers/cluster.js';
-import { startEtcd, type EtcdServer } from '../../test/helpers/etcd-server.js';
+import type { Cluster, Host } from '../../test/helpers/cluster.js';
+import { startEtcdCluster } from '../../test/helpers/etcd-cluster.js';
 import { disposeWithMounts } from '../../test/helpers/loop-mounts.js';
 import { ensurePostgresImage } from '../../test/helpers/postgres.js';
 import { requirePrerequisites } from '../../test/helpers/prerequisites.js';
-import { repoRoot } from '../../test/helpers/repo-root.js';
-import { checkCommand } from '../../test/helpers/run-command.js';
 import { ensureBusyboxImage } from '../../test/helpers/test-images.js';
-
-const SWITCH_ADDRESS = '198.18.0.250';
-const ETCD_CLIENT_PORT = 2379;
-const ETCD_PEER_PORT = 2380;
 
 export interface ClusterSettings {
   readonly hosts: number;
@@ -42,25 +36,18 @@ export interface ReplicationCluster {
 /** Starts the hosts, etcd and the agents; on a failure removes what it made and rethrows. */
 export async function startReplicationCluster(settings: ClusterSettings): Promise<ReplicationCluster> {
   requirePrerequisites(['mkfs.btrfs', 'losetup', 'openssl', 'etcd', 'etcdctl']);
-  const cluster = await startCluster({ hosts: settings.hosts, prefix: 'benchrepl', ...(settings.agentEntry === undefined ? {} : { agentEntry: settings.agentEntry }) });
-  let etcd: EtcdServer | undefined;
+  const stack = await startEtcdCluster({ hosts: settings.hosts, prefix: 'benchrepl', ...(settings.agentEntry === undefined ? {} : { agentEntry: settings.agentEntry }) });
+  const { cluster, etcd, pkiDir } = stack;
   // Pools placed elsewhere (another device) get a folder of their own there, removed at the end.
   const poolFolders = new Map<string, { path: string; dispose(): Promise<void> }>();
   let disposal: Promise<string[]> | undefined;
   const dispose = (): Promise<string[]> => (disposal ??= (async () => {
-    const problems: string[] = [];
-    // Agents stop with the cluster, before etcd goes away under them.
-    await cluster.dispose().catch((err: unknown) => problems.push(err instanceof Error ? err.message : String(err)));
-    await etcd?.stop().catch((err: unknown) => problems.push(`etcd stop: ${err instanceof Error ? err.message : String(err)}`));
+    const problems = await stack.dispose();
     for (const folder of poolFolders.values()) problems.push(...(await disposeWithMounts(folder).catch((err: unknown) => [err instanceof Error ? err.message : String(err)])));
     return problems;
   })());
   try {
-    await checkCommand(['ip', '-n', cluster.switchNetns, 'addr', 'add', `${SWITCH_ADDRESS}/24`, 'dev', 'br0']);
-    etcd = await startEtcd({ listenAddress: SWITCH_ADDRESS, clientPort: ETCD_CLIENT_PORT, peerPort: ETCD_PEER_PORT, commandPrefix: ['nsenter', `--net=/run/netns/${cluster.switchNetns}`] });
     const endpoint = etcd.endpoint;
-    const pkiDir = join(cluster.runDir, 'pki');
-    await checkCommand([process.execPath, settings.agentEntry ?? join(repoRoot, 'dist', 'bin', 'berth.js'), 'cluster', 'init', '--pki-dir', pkiDir, ...cluster.hosts.map((host) => host.name)]);
     for (const [hostName, dir] of settings.poolDirs) {
       const path = await mkdtemp(join(dir, 'berth-bench-pool-'));
       poolFolders.set(hostName, { path, dispose: () => rm(path, { recursive: true, force: true }) });

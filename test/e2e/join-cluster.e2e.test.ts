@@ -1,10 +1,9 @@
 import { expect } from 'chai';
 import { join } from 'node:path';
-import { startCluster, type Cluster, type Host } from '../helpers/cluster.js';
-import { startEtcd, type EtcdServer } from '../helpers/etcd-server.js';
+import type { Cluster, Host } from '../helpers/cluster.js';
+import { startEtcdCluster, type EtcdCluster } from '../helpers/etcd-cluster.js';
+import type { EtcdServer } from '../helpers/etcd-server.js';
 import { requirePrerequisites } from '../helpers/prerequisites.js';
-import { repoRoot } from '../helpers/repo-root.js';
-import { checkCommand } from '../helpers/run-command.js';
 import { BUSYBOX_IMAGE, ensureBusyboxImage } from '../helpers/test-images.js';
 
 // A host that ran Berth alone (the single-host file store) joins a cluster: two namespaced hosts, real
@@ -16,7 +15,7 @@ describe('a single host joining a cluster with its volumes (2 engines, 2 agents,
   let cluster: Cluster;
   let etcd: EtcdServer;
   let pkiDir: string;
-  const SWITCH_ADDRESS = '198.18.0.250';
+  let stack: EtcdCluster | undefined;
 
   const poolArgs = (host: Host): string[] => ['--btrfs-pool', join(host.dir, 'pool.img'), '--pool-size', '2G'];
   const clusterArgs = (host: Host): string[] => [
@@ -31,18 +30,15 @@ describe('a single host joining a cluster with its volumes (2 engines, 2 agents,
   before(async function () {
     this.timeout(600_000);
     requirePrerequisites(['mkfs.btrfs', 'losetup', 'openssl']);
-    cluster = await startCluster({ hosts: 2, prefix: 'bjoin' });
-    await checkCommand(['ip', '-n', cluster.switchNetns, 'addr', 'add', `${SWITCH_ADDRESS}/24`, 'dev', 'br0']);
-    etcd = await startEtcd({ listenAddress: SWITCH_ADDRESS, clientPort: 2379, peerPort: 2380, commandPrefix: ['nsenter', `--net=/run/netns/${cluster.switchNetns}`] });
-    pkiDir = join(cluster.runDir, 'pki');
-    await checkCommand([process.execPath, join(repoRoot, 'dist', 'bin', 'berth.js'), 'cluster', 'init', '--pki-dir', pkiDir, ...cluster.hosts.map((host) => host.name)]);
+    stack = await startEtcdCluster({ hosts: 2, prefix: 'bjoin' });
+    ({ cluster, etcd, pkiDir } = stack);
     await Promise.all(cluster.hosts.map((host) => ensureBusyboxImage(host)));
   });
 
   after(async function () {
     this.timeout(300_000);
-    await cluster?.dispose();
-    await etcd?.stop();
+    const problems = (await stack?.dispose()) ?? [];
+    if (problems.length > 0) throw new Error(`cleanup: ${problems.join('; ')}`);
   });
 
   it('lists the volumes of the host that ran alone everywhere, keeps the one in use, and moves the others with their data', async () => {

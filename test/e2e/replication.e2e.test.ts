@@ -1,11 +1,11 @@
 import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startCluster, type Cluster, type Host } from '../helpers/cluster.js';
-import { startEtcd, type EtcdServer } from '../helpers/etcd-server.js';
+import type { Cluster, Host } from '../helpers/cluster.js';
+import { startEtcdCluster, type EtcdCluster } from '../helpers/etcd-cluster.js';
+import type { EtcdServer } from '../helpers/etcd-server.js';
 import { ensurePostgresImage, startPostgres, type PostgresContainer } from '../helpers/postgres.js';
 import { requirePrerequisites } from '../helpers/prerequisites.js';
-import { repoRoot } from '../helpers/repo-root.js';
 import { checkCommand } from '../helpers/run-command.js';
 import { BUSYBOX_IMAGE, ensureBusyboxImage } from '../helpers/test-images.js';
 import { waitUntil } from '../helpers/wait-until.js';
@@ -29,8 +29,8 @@ describe('volume replication across hosts (3 engines, 3 agents, etcd, btrfs)', f
   let cluster: Cluster;
   let etcd: EtcdServer;
   let pkiDir: string;
+  let stack: EtcdCluster | undefined;
   const HOST_TTL = '4s';
-  const SWITCH_ADDRESS = '198.18.0.250';
 
   const agentArgs = (host: Host): string[] => [
     '--store', `etcd://${etcd.endpoint}`,
@@ -77,11 +77,8 @@ describe('volume replication across hosts (3 engines, 3 agents, etcd, btrfs)', f
   before(async function () {
     this.timeout(900_000);
     requirePrerequisites(['mkfs.btrfs', 'losetup', 'openssl']);
-    cluster = await startCluster({ hosts: 3, prefix: 'brep' });
-    await checkCommand(['ip', '-n', cluster.switchNetns, 'addr', 'add', `${SWITCH_ADDRESS}/24`, 'dev', 'br0']);
-    etcd = await startEtcd({ listenAddress: SWITCH_ADDRESS, clientPort: 2379, peerPort: 2380, commandPrefix: ['nsenter', `--net=/run/netns/${cluster.switchNetns}`] });
-    pkiDir = join(cluster.runDir, 'pki');
-    await checkCommand([process.execPath, join(repoRoot, 'dist', 'bin', 'berth.js'), 'cluster', 'init', '--pki-dir', pkiDir, ...cluster.hosts.map((host) => host.name)]);
+    stack = await startEtcdCluster({ hosts: 3, prefix: 'brep' });
+    ({ cluster, etcd, pkiDir } = stack);
     await Promise.all(cluster.hosts.map(async (host) => {
       await ensureBusyboxImage(host);
       await ensurePostgresImage(host);
@@ -91,8 +88,8 @@ describe('volume replication across hosts (3 engines, 3 agents, etcd, btrfs)', f
 
   after(async function () {
     this.timeout(300_000);
-    await cluster?.dispose();
-    await etcd?.stop();
+    const problems = (await stack?.dispose()) ?? [];
+    if (problems.length > 0) throw new Error(`cleanup: ${problems.join('; ')}`);
   });
 
   it('moves PostgreSQL from hA to hB with every committed row; a Mount on hB while it runs on hA is refused', async () => {
