@@ -80,7 +80,7 @@ export class Agent {
     // On a shared etcd every host keeps its own volumes: their data lives on that host.
     const repository = new VolumeRepository(store, config.store.kind === 'etcd' ? `hosts/${config.hostName}/` : '');
     // A host that ran alone brings its volumes along when it joins a cluster.
-    if (config.store.kind === 'etcd') await importSingleHostVolumes(singleHostStorePath(config), repository, new ClusterVolumeRepository(store), log.child({ component: 'volumes' }));
+    if (config.store.kind === 'etcd') await importSingleHostVolumes(singleHostStorePath(config), repository, new ClusterVolumeRepository(store), config.hostName, log.child({ component: 'volumes' }));
     const existingKinds = new Set((await repository.list()).map(({ record }) => record.backend));
     const backend = await selectBackend(config, log.child({ component: 'storage' }), existingKinds);
     const engine = new DockerEngine(config.dockerHost);
@@ -163,7 +163,7 @@ export class Agent {
       {
         method: 'GET' as const,
         path: '/v1/doctor',
-        handler: async () => ({ checks: await runDoctor({ config, store, engine, backend, volumes, reconciler, keptLocal: this.replication?.keptLocal ?? [] }) }),
+        handler: async () => ({ checks: await runDoctor({ config, store, engine, backend, volumes, reconciler }) }),
       },
     ];
     this.adminServer = new SocketHttpServer(

@@ -9,7 +9,6 @@ import type { StateStore } from '../plugins/state/state-store.js';
 import { socketIsLive } from '../plugins/server/unix-socket.js';
 import { pluginSocketPath } from '../plugins/config/plugin-name.js';
 import type { MountReconciler } from '../volume-driver/mount-reconciler.js';
-import type { LocalNameConflict } from '../volume-driver/replication/clustered-volumes.js';
 import type { StorageBackend } from '../volume-driver/storage/storage-backend.js';
 import type { VolumeService } from '../volume-driver/volume-service.js';
 
@@ -28,8 +27,6 @@ export interface DoctorDeps {
   readonly backend: StorageBackend;
   readonly volumes: VolumeService;
   readonly reconciler: MountReconciler;
-  /** Local volumes whose names other hosts' cluster volumes have (a shared store only). */
-  readonly keptLocal: readonly LocalNameConflict[];
 }
 
 /** Each check says what it found and, when something is wrong, what to do about it. */
@@ -97,14 +94,11 @@ export async function runDoctor(deps: DoctorDeps): Promise<DoctorCheck[]> {
     },
     async () => {
       if (deps.config.store.kind !== 'etcd') return ok('local volumes', 'single host: every volume is local');
-      const leftInStore = await stat(singleHostStorePath(deps.config)).then(() => true, () => false);
-      const problems = [
-        ...deps.keptLocal.map((conflict) => `${conflict.name} (host ${conflict.owner} has another volume of that name)`),
-        ...(leftInStore ? [`volumes left in ${singleHostStorePath(deps.config)} (see the agent's log at start for each reason)`] : []),
-      ];
-      return problems.length === 0
-        ? ok('local volumes', 'every volume of this host is a cluster volume')
-        : warn('local volumes', `not cluster volumes, data untouched: ${problems.join('; ')}`);
+      const store = singleHostStorePath(deps.config);
+      const leftInStore = await stat(store).then(() => true, () => false);
+      return leftInStore
+        ? warn('local volumes', `volumes of the single-host store were not carried over to the cluster, data untouched: they are left in ${store} (the agent's log at start says why for each)`)
+        : ok('local volumes', 'no single-host store left to carry over');
     },
     async () => {
       const { config } = deps;

@@ -9,7 +9,7 @@ import type { Logger } from '../plugins/logging/logger.js';
 import type { AdminRoute } from '../plugins/server/admin-app.js';
 import type { StateStore } from '../plugins/state/state-store.js';
 import { ClusterVolumeRepository } from '../volume-driver/replication/cluster-volume-repository.js';
-import { ClusteredVolumes, type LocalNameConflict } from '../volume-driver/replication/clustered-volumes.js';
+import { ClusteredVolumes } from '../volume-driver/replication/clustered-volumes.js';
 import type { LiveHosts, PeerLink, VerifiedStream } from '../volume-driver/replication/peer-link.js';
 import { createReplicationAdminRoutes } from '../volume-driver/replication/replication-admin-routes.js';
 import { ReplicationService } from '../volume-driver/replication/replication-service.js';
@@ -62,8 +62,6 @@ export class ReplicationStack {
   private constructor(
     readonly service: ReplicationService,
     readonly volumes: ClusteredVolumes,
-    /** Local volumes whose names other hosts' cluster volumes have (found at start; they stay local). */
-    readonly keptLocal: readonly LocalNameConflict[],
     readonly adminRoutes: readonly AdminRoute[],
     private readonly peerServer: PeerServer | undefined,
     private readonly peerClient: PeerClient | undefined,
@@ -108,8 +106,7 @@ export class ReplicationStack {
     }
     const volumes = new ClusteredVolumes(parts.volumes, service, parts.backend, live, config.hostName, log.child({ component: 'volumes' }));
     if (service.unavailableReason) log.info({ reason: service.unavailableReason }, 'volumes stay on the host that made them: replication is not available');
-    const { keptLocal } = await volumes.adoptLocal();
-    return new ReplicationStack(service, volumes, keptLocal, createReplicationAdminRoutes(service), peerServer, peerClient);
+    return new ReplicationStack(service, volumes, createReplicationAdminRoutes(service), peerServer, peerClient);
   }
 
   async stop(): Promise<void> {

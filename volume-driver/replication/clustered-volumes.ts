@@ -10,17 +10,11 @@ import { placeReplicas } from './replica-placement.js';
 import type { ClusterVolumeRecord } from './replication-records.js';
 import type { ReplicationService } from './replication-service.js';
 
-/** A local volume whose name another host's cluster volume has. */
-export interface LocalNameConflict {
-  readonly name: string;
-  readonly owner: string;
-}
-
 /**
  * Volumes on a shared etcd: one name is one volume cluster-wide. Every host's engine sees every volume
  * (List, Get); only the owner has the live data, and a Mount elsewhere moves ownership first (handoff or
  * failover, see ReplicationService). The owner's local lifecycle (records, mount counts, data) stays with
- * VolumeService. Volumes made before this host joined a cluster store are adopted at start (adoptLocal).
+ * VolumeService. Volumes of a host that ran alone become cluster volumes when it joins (agent/single-host-import.ts).
  */
 export class ClusteredVolumes implements VolumeDriverOps {
   constructor(
@@ -73,44 +67,6 @@ export class ClusteredVolumes implements VolumeDriverOps {
     await repo.putRecord(ready, revision);
     if (replicaHosts.length > 0) log.info({ replicaHosts }, 'volume replicated to other hosts');
     return this.describe(ready);
-  }
-
-  /**
-   * Volumes of this host without a cluster record (made while it ran alone, or before it shared a store)
-   * become cluster volumes it owns, so every host lists them and they can move and get replicas. One whose
-   * name another host took meanwhile (a race at its first start on the store) stays local, reported.
-   */
-  async adoptLocal(log: Logger = this.log): Promise<{ adopted: string[]; keptLocal: LocalNameConflict[] }> {
-    const adopted: string[] = [];
-    const keptLocal: LocalNameConflict[] = [];
-    for (const view of await this.volumes.list()) {
-      // A cluster record: a cluster volume whose live copy is here (a former owner's stale copy is the
-      // replication loop's to fence), or a local volume from before that another host's name shadows.
-      if (await this.replication.record(view.name)) continue;
-      const record: ClusterVolumeRecord = {
-        name: view.name,
-        state: 'ready',
-        options: { ...view.options },
-        backend: view.backend,
-        createdAt: view.createdAt,
-        owner: this.hostName,
-        epoch: 1,
-        replicaHosts: [],
-        mounted: view.mountCount > 0,
-      };
-      if ((await this.replication.tryPutRecord(record, 0)) === undefined) {
-        const winner = await this.replication.record(view.name);
-        keptLocal.push({ name: view.name, owner: winner?.value.owner ?? 'unknown' });
-        continue;
-      }
-      await this.replication.claimNew(record);
-      adopted.push(view.name);
-    }
-    if (adopted.length > 0) log.info({ volumes: adopted }, 'local volumes of this host are now cluster volumes it owns');
-    for (const conflict of keptLocal) {
-      log.error({ volume: conflict.name, owner: conflict.owner }, `volume ${conflict.name} stays local to this host: host ${conflict.owner} has another volume of that name in the cluster`);
-    }
-    return { adopted, keptLocal };
   }
 
   async remove(name: string, log: Logger = this.log): Promise<void> {

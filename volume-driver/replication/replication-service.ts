@@ -162,11 +162,6 @@ export class ReplicationService {
     return this.deps.repo.put(record, expectRevision);
   }
 
-  /** Like putRecord, but a lost race is `undefined` instead of an error. */
-  tryPutRecord(record: ClusterVolumeRecord, expectRevision: number): Promise<number | undefined> {
-    return this.deps.repo.tryPut(record, expectRevision);
-  }
-
   /** Rolls back a record whose create failed. */
   deleteRecord(name: string, revision: number): Promise<void> {
     return this.deps.repo.delete(name, revision);
