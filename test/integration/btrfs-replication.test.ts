@@ -244,6 +244,22 @@ describe('btrfs replication chains between pools', function () {
     expect(await a.chain.replicationSnapshots('never-replicated')).to.deep.equal([]);
   });
 
+  it('reclaims a deleted chain snapshot at once when asked, not with the periodic commit 30 s later', async () => {
+    const a = await host('a');
+    const live = await a.backend.create('reclaim', {});
+    await writeRandomFile(join(live, 'data'), 4 * MiB);
+    await a.chain.takeReplicationSnapshot('reclaim', 'e0000001-00000001');
+    for (const block of [0, 1, 2, 3]) await overwrite(join(live, 'data'), block * MiB, 4 * KiB);
+    await a.chain.takeReplicationSnapshot('reclaim', 'e0000001-00000002');
+    await a.chain.deleteReplicationSnapshot('reclaim', 'e0000001-00000001', { reclaimNow: true });
+    expect(await a.chain.replicationSnapshots('reclaim')).to.deep.equal(['e0000001-00000002']);
+    // `btrfs subvolume list -d` lists subvolumes deleted but not yet reclaimed by the cleaner.
+    const unreclaimed = async (): Promise<string> => (await checkCommand(['btrfs', 'subvolume', 'list', '-d', a.backend.base])).stdout.trim();
+    await waitUntil(async () => (await unreclaimed()) === '', { timeoutMs: 10_000, intervalMs: 200, description: 'the deleted chain snapshot to be reclaimed' });
+    await a.chain.removeReplication('reclaim');
+    await a.backend.remove('reclaim');
+  });
+
   it('receives into a data root that is a directory deep inside a btrfs mount', async () => {
     const [a, e] = [await host('a'), await host('e')];
     const nested = new BtrfsBackend({ root: join(e.backend.base, 'deep', 'data-root') });
