@@ -25,11 +25,11 @@ import { createVolumeAdminRoutes } from '../volume-driver/volume-admin-routes.js
 import { createVolumePluginApi } from '../volume-driver/volume-plugin-api.js';
 import { VolumeRepository } from '../volume-driver/volume-repository.js';
 import { VolumeService } from '../volume-driver/volume-service.js';
-import { importSingleHostVolumes } from './single-host-import.js';
 import { ClusterVolumeRepository } from '../volume-driver/replication/cluster-volume-repository.js';
 import { createReplicationAdminRoutes } from '../volume-driver/replication/replication-admin-routes.js';
 import type { VolumeDriverOps } from '../volume-driver/volume-driver-ops.js';
 import { runDoctor } from './doctor.js';
+import { importSingleHostVolumes } from './single-host-import.js';
 import { NetworkStack } from './network-stack.js';
 import { ReplicationStack } from './replication-stack.js';
 

@@ -19,29 +19,16 @@ import { VolumeRepository } from '../volume-driver/volume-repository.js';
 /** Where a carried-over file store goes, so later starts do not read it again (kept for the operator). */
 const IMPORTED_SUFFIX = '.imported';
 
-export interface SingleHostImport {
-  /** Volumes whose records were copied now. */
-  readonly imported: readonly string[];
-  /** Volumes already among this host's records on etcd (an earlier, interrupted import). */
-  readonly alreadyThere: readonly string[];
-  /** Volumes not carried over, each with the reason; they stay in the file store (kept until none is left). */
-  readonly conflicts: ReadonlyArray<{ readonly name: string; readonly reason: string }>;
-  /** Networks of the single-host store, which the cluster does not take over (created again by the user). */
-  readonly networks: readonly string[];
-  /** Where the file store is now (renamed once everything was carried over). */
-  readonly storePath: string;
-}
-
 /**
  * Moves the volume records of the file store at `path` to this host's records on etcd (`target`) and makes
  * each ready one a cluster volume this host owns (`cluster`, epoch 1, no replicas; the owner claim is
  * taken when replication starts, as for every volume it owns). Each record is written to etcd first and
- * deleted from the file store last, so a crash in between repeats nothing. Undefined when there is no file
+ * deleted from the file store last, so a crash in between repeats nothing; nothing to do without a file
  * store. A name another host's volume has in the cluster, or this host's records on etcd with another
  * volume, is a conflict: that volume stays in the file store, untouched.
  */
-export async function importSingleHostVolumes(path: string, target: VolumeRepository, cluster: ClusterVolumeRepository, hostName: string, log: Logger): Promise<SingleHostImport | undefined> {
-  if (!(await present(path))) return undefined;
+export async function importSingleHostVolumes(path: string, target: VolumeRepository, cluster: ClusterVolumeRepository, hostName: string, log: Logger): Promise<void> {
+  if (!(await present(path))) return;
   const source = await FileStateStore.open(path);
   const imported: string[] = [];
   const alreadyThere: string[] = [];
@@ -72,19 +59,15 @@ export async function importSingleHostVolumes(path: string, target: VolumeReposi
   } finally {
     await source.close();
   }
-  let storePath = path;
   if (conflicts.length === 0) {
-    storePath = `${path}${IMPORTED_SUFFIX}`;
-    await rename(path, storePath);
+    await rename(path, `${path}${IMPORTED_SUFFIX}`);
     await syncDirectory(dirname(path));
   }
-  const outcome = { imported, alreadyThere, conflicts, networks, storePath };
   if (imported.length + alreadyThere.length > 0) log.info({ imported, alreadyThere, from: path }, 'volumes of the single-host store carried over to the cluster store');
   for (const conflict of conflicts) log.error({ volume: conflict.name, from: path }, `volume not carried over to the cluster store: ${conflict.reason}; its data is untouched`);
   if (networks.length > 0) {
     log.warn({ networks }, 'networks of the single-host store are not carried over to the cluster store: remove them (docker network rm) and create them again');
   }
-  return outcome;
 }
 
 /**

@@ -78,13 +78,13 @@ const secs = (ms: number): string => (ms / 1000).toFixed(2);
 const dist = (d: Distribution | null, format: (value: number) => string): string =>
   d === null ? '–' : `${format(d.p50)} / ${format(d.p95)} / ${format(d.p99)} / ${format(d.max)}`;
 
-/** The figures tables (Markdown), as written to results.md and into the README. */
 function describePoolPlaces(poolDirs: Readonly<Record<string, string>>): string {
   const elsewhere = Object.entries(poolDirs);
   if (elsewhere.length === 0) return 'both pools are loop files on the machine\'s one disk';
   return `pool files: ${elsewhere.map(([host, dir]) => `${host}'s in ${dir}`).join(', ')}, the others on the machine's disk`;
 }
 
+/** The figures tables (Markdown), as written to results.md and into the README. */
 export function renderTable(r: BenchResults): string {
   const lines: string[] = [];
   const m = r.machine;

@@ -131,12 +131,12 @@ function invalid(message: string): BerthError {
   return new BerthError('ERR_INVALID_CONFIG', message);
 }
 
-/** Precedence: flags, then BERTH_* variables, then the config file, then defaults. */
 /** The single-host file store of an agent's data root (also read once when the host joins a cluster). */
 export function singleHostStorePath(config: Pick<AgentConfig, 'root'>): string {
   return join(config.root, 'state', 'berth.db');
 }
 
+/** Precedence: flags, then BERTH_* variables, then the config file, then defaults. */
 export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): AgentConfig {
   let parsed;
   try {

@@ -582,10 +582,8 @@ export class ReplicationService {
       const bytes = await pullChainSnapshot(chain, peers, { volume: record.name, from: record.owner, id: head.id, ...(parent ? { parent } : {}) }, this.log);
       await this.report(record.name, { state: 'in-sync', id: head.id, takenAt: head.takenAt, receivedAt: new Date().toISOString(), lastTransferBytes: bytes });
       this.log.debug({ volume: record.name, id: head.id, bytes }, 'replica caught up');
-      // Older snapshots go after the report: the owner learns of the new one without waiting for that. They are
-      // reclaimed now, one at a time: left to the filesystem, they pile up and are reclaimed together, and
-      // that burst would stall the next receives for seconds.
-      for (const id of held) if (id !== head.id) await chain.deleteReplicationSnapshot(record.name, id, { reclaimNow: true });
+      // Older snapshots go after the report: the owner learns of the new one without waiting for that.
+      for (const id of held) if (id !== head.id) await chain.deleteReplicationSnapshot(record.name, id);
     } catch (error) {
       await this.report(record.name, { state: 'failing', ...(newest ? { id: newest } : {}), error: errorMessage(error) });
       throw error;

@@ -52,7 +52,6 @@ export class VolumeChain {
     const held = await this.ids(record);
     const statuses = await this.repo.replicaStatuses(record.name);
     const keep = new Set([...held.slice(-OWNER_KEEPS), ...alsoKeep, ...(record.base ? [record.base] : []), ...statuses.flatMap((status) => (status.id ? [status.id] : []))]);
-    // Reclaimed one by one as they go: left to pile up, they are reclaimed in a burst that stalls the pool.
-    for (const id of held) if (!keep.has(id)) await this.chain.deleteReplicationSnapshot(record.name, id, { reclaimNow: true });
+    for (const id of held) if (!keep.has(id)) await this.chain.deleteReplicationSnapshot(record.name, id);
   }
 }

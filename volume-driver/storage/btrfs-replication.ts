@@ -80,15 +80,14 @@ export class BtrfsReplication implements ReplicationStore {
   }
 
   /**
-   * Without `reclaimNow` not waiting for the commit (an old chain snapshot a crash brings back is deleted
-   * again by the next prune). btrfs reclaims a deleted subvolume in its cleaner thread, which runs after
-   * the periodic commit (30 s by default): a chain losing one snapshot per cycle then gets dozens
+   * Waits for the commit: btrfs reclaims a deleted subvolume in its cleaner thread, which runs after a
+   * commit, and left to the periodic one (every 30 s) a chain losing one snapshot per cycle gets dozens
    * reclaimed in one burst, whose metadata updates held a replica's receives for 3 to 6 s in
-   * bench/replication. `reclaimNow` waits for the commit, after which the cleaner reclaims the one
-   * snapshot at once (25 ms median per deletion there, under the database's own fsyncs).
+   * bench/replication. After the commit the cleaner reclaims the one snapshot at once (25 ms median per
+   * deletion there, under the database's own fsyncs).
    */
-  async deleteReplicationSnapshot(volume: string, id: string, options: { readonly reclaimNow?: boolean } = {}): Promise<void> {
-    await this.host.discard(this.layout.replicaPath(volume, id), `cannot delete chain snapshot ${id} of volume ${volume}`, options.reclaimNow === true);
+  async deleteReplicationSnapshot(volume: string, id: string): Promise<void> {
+    await this.host.discard(this.layout.replicaPath(volume, id), `cannot delete chain snapshot ${id} of volume ${volume}`);
   }
 
   async removeReplication(volume: string): Promise<void> {

@@ -74,11 +74,11 @@ export interface ReplicationStore {
   /** Ids of the volume's chain, sorted ascending; empty when it has none. */
   replicationSnapshots(volume: string): Promise<string[]>;
   /**
-   * Deletes one chain snapshot; succeeds when it is already gone. `reclaimNow`: the space is reclaimed at
-   * once rather than with later deletions (a filesystem that reclaims in the background, btrfs, would
-   * otherwise do many at a time and stall other work on the pool meanwhile).
+   * Deletes one chain snapshot and has its space reclaimed at once, not with later deletions (a filesystem
+   * that reclaims in the background, btrfs, would otherwise do many at a time and stall other work on the
+   * pool meanwhile); succeeds when it is already gone.
    */
-  deleteReplicationSnapshot(volume: string, id: string, options?: { readonly reclaimNow?: boolean }): Promise<void>;
+  deleteReplicationSnapshot(volume: string, id: string): Promise<void>;
   /**
    * A stream of chain snapshot `id`, relative to chain snapshot `parent` when given (the receiver must
    * hold `parent`), else whole. The stream errors if producing it fails.
