@@ -20,7 +20,7 @@ import { makeTempDir } from '../helpers/temp-dir.js';
 import { waitUntil } from '../helpers/wait-until.js';
 
 const GiB = 1024 * MiB;
-const TOOLS = ['mkfs.btrfs', 'btrfs', 'losetup', 'mount', 'umount'];
+const TOOLS = ['mkfs.btrfs', 'btrfs', 'losetup', 'mount', 'umount', 'filefrag', 'sync'];
 
 interface Host {
   readonly root: string;
@@ -258,6 +258,27 @@ describe('btrfs replication chains between pools', function () {
     await waitUntil(async () => (await unreclaimed()) === '', { timeoutMs: 10_000, intervalMs: 200, description: 'the deleted chain snapshot to be reclaimed' });
     await a.chain.removeReplication('reclaim');
     await a.backend.remove('reclaim');
+  });
+
+  it('has a received snapshot on disk when its id appears: no extent of it left to allocate (delalloc)', async () => {
+    const a = await host('a');
+    const b = await host('b');
+    const live = await volumeWithSnapshot(a, 'durable', 4 * MiB);
+    await ship(a, b, 'durable', 'e0000001-00000001');
+    await writeRandomFile(join(live, 'added'), 2 * MiB);
+    for (const block of [0, 1, 2, 3]) await overwrite(join(live, 'data'), block * MiB, 64 * KiB);
+    await a.chain.takeReplicationSnapshot('durable', 'e0000001-00000002');
+    await ship(a, b, 'durable', 'e0000001-00000002', 'e0000001-00000001');
+    // FIEMAP flags an extent still only in the page cache `delalloc`: btrfs receive leaves what it wrote so.
+    for (const file of ['added', 'data']) {
+      const extents = (await checkCommand(['filefrag', '-v', join(b.backend.layout.replicaPath('durable', 'e0000001-00000002'), file)])).stdout;
+      expect(extents, `extents of ${file}`).to.match(/extents? found/);
+      expect(extents, `extents of ${file}`).to.not.include('delalloc');
+    }
+    expect(await fileDigest(join(b.backend.layout.replicaPath('durable', 'e0000001-00000002'), 'added'))).to.equal(await fileDigest(join(live, 'added')));
+    await a.chain.removeReplication('durable');
+    await b.chain.removeReplication('durable');
+    await a.backend.remove('durable');
   });
 
   it('receives into a data root that is a directory deep inside a btrfs mount', async () => {

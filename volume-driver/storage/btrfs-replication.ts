@@ -50,7 +50,7 @@ export interface BtrfsReplicationHost {
  * - A read-only subvolume cannot move to another directory (its `..` would change), so a snapshot
  *   cannot be received in staging/ and moved in. It is received in its chain directory under a
  *   temporary dot-name (the stream's first command is rewritten, see renameSendStream) and renamed
- *   to its id within that directory, which is allowed: an id appears only once complete and
+ *   to its id within that directory, which is allowed: an id appears only once complete, on disk and
  *   verified. prepare() deletes dot-names left by a crash (the remains of the stream may have been
  *   finished by btrfs receive as if complete: that is why they are never used).
  * - Callers serialise work on one volume's chain (the replication service holds the volume's lock).
@@ -172,6 +172,10 @@ export class BtrfsReplication implements ReplicationStore {
       throw error;
     }
     try {
+      // btrfs receive exits with the data it wrote still in the page cache, not even allocated on disk:
+      // after a power loss the snapshot would be there, complete-looking, with its parent's blocks.
+      // Written back and committed before the rename makes the id appear.
+      await runTool(['sync', '-f', incoming], what, 'ERR_STORAGE');
       if (await present(target)) throw new BerthError('ERR_SNAPSHOT_EXISTS', `chain snapshot ${id} of volume ${volume} already exists`);
       await rename(incoming, target);
       await syncDirectory(chain);
