@@ -85,6 +85,9 @@ export async function measureLag(hosts: ReplicatedHosts, settings: LagSettings, 
 /** The sampling part of measureLag on a database already loaded: a wait until the replica holds it, then pgbench. */
 export async function measureLagOn(hosts: ReplicatedHosts, pg: PostgresContainer, settings: LagSettings, log: (message: string) => void): Promise<LagFigures> {
   const { inspector } = hosts;
+  // Each measurement starts from a database at rest: the writes of the load before (pgbench -i, or the
+  // other lag run) flushed by a checkpoint, not spread into this one's minute by the checkpointer.
+  await pg.psql('CHECKPOINT');
   await inspector.waitInSync(settings.volume, 300_000);
   const loadStart = loadavg().map((v) => round(v, 2));
   const headBefore = (await inspector.replica(settings.volume)).view.head;
