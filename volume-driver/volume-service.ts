@@ -1,6 +1,7 @@
 import { BerthError, errorMessage } from '../plugins/errors/berth-error.js';
 import type { Logger } from '../plugins/logging/logger.js';
 import { KeyedMutex } from '../plugins/util/keyed-mutex.js';
+import { runTool } from '../plugins/util/run-tool.js';
 import type { MountReconciler } from './mount-reconciler.js';
 import type { StorageBackend } from './storage/storage-backend.js';
 import type { UsageTracker } from './usage-tracker.js';
@@ -162,8 +163,12 @@ export class VolumeService {
           await this.deps.backend.create(name, options);
         }
         if (fill) {
+          const path = this.deps.backend.path(name);
           try {
-            await fill(this.deps.backend.path(name));
+            await fill(path);
+            // Written files sit in the page cache for up to 30 s: the volume is ready only once they are
+            // on disk, or a power loss could leave a restored volume listed complete with files missing.
+            await runTool(['sync', '-f', path], `cannot write the data of volume ${name} to disk`);
           } catch (error) {
             await this.deps.backend.remove(name).catch((removeError: unknown) => log.error({ err: removeError }, 'could not remove a half-filled volume; the next start will'));
             throw error;

@@ -70,7 +70,7 @@ describe('backups: full, incremental, encrypted, verified, restored', function (
   let target: DirectoryBackupTarget;
   const live = (...parts: string[]) => join(stack.root, 'volumes', 'db', ...parts);
 
-  before(() => requirePrerequisites(['tar', 'zstd', 'mount', 'umount']));
+  before(() => requirePrerequisites(['tar', 'zstd', 'mount', 'umount', 'filefrag', 'sync']));
   beforeEach(async () => {
     stack = await startVolumeStack();
     backups = stack.backups;
@@ -228,6 +228,17 @@ describe('backups: full, incremental, encrypted, verified, restored', function (
     const { manifest } = await backups.create({ volume: 'db', target });
     await stack.service.create('from-backup', { 'from-backup': join(targetDir.path, 'db', manifest.id) });
     expect(await fingerprint(join(stack.root, 'volumes', 'from-backup'))).to.deep.equal(await fingerprint(live()));
+  });
+
+  it('a volume made from a backup is on disk when it is ready: no extent left to allocate (delalloc)', async () => {
+    const { manifest } = await backups.create({ volume: 'db', target });
+    await stack.service.create('durable', { 'from-backup': join(targetDir.path, 'db', manifest.id) });
+    // FIEMAP flags an extent still only in the page cache `delalloc` (ext4 and btrfs alike).
+    for (const file of ['base/deep/table.dat', 'notes.txt']) {
+      const extents = (await checkCommand(['filefrag', '-v', join(stack.root, 'volumes', 'durable', file)])).stdout;
+      expect(extents, `extents of ${file}`).to.match(/extents? found/);
+      expect(extents, `extents of ${file}`).to.not.include('delalloc');
+    }
   });
 
   it('is always read from a snapshot: later writes do not leak into a running backup', async () => {
