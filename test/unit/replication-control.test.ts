@@ -255,6 +255,29 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
     expect(view.lagSeconds).to.be.a('number').and.greaterThan(0).and.lessThan(snapshotAge - 1.5);
   });
 
+  it('keeps counting lag from that look after the owner took newer snapshots the replica lacks', async () => {
+    const a = await makeHost('hA');
+    const b = await makeHost('hB');
+    await a.ops.create('db', { replicas: '2', 'replicate-every': '1s' });
+    await write(a, 'db', 'v1');
+    await replicaHolds(b, 'db', 'v1');
+    const view = async () => (await a.ops.inspect('db')).replication as { head: string | null; replicas: { lagSeconds: number | null; snapshot: string | null; snapshotTakenAt: string }[] };
+    await waitUntil(async () => (await view()).replicas[0]!.lagSeconds === 0, { timeoutMs: 10_000, description: 'hB to be in sync' });
+    await b.stop(); // hB receives nothing more
+    await new Promise((resolve) => setTimeout(resolve, 4000)); // idle: the owner looks every second and finds nothing
+    const written = Date.now();
+    await write(a, 'db', 'v2');
+    const seen = await waitUntil(async () => {
+      const current = await view();
+      return current.head !== null && current.head !== current.replicas[0]!.snapshot ? current : undefined;
+    }, { timeoutMs: 10_000, intervalMs: 50, description: 'hA to take a snapshot hB does not hold' });
+    const replica = seen.replicas[0]!;
+    const snapshotAge = (Date.now() - Date.parse(replica.snapshotTakenAt)) / 1000;
+    expect(snapshotAge).to.be.greaterThan(4);
+    // The change hB lacks is younger than the owner's last look before it, at most one interval before the write.
+    expect(replica.lagSeconds).to.be.a('number').and.lessThan((Date.now() - written) / 1000 + 1.5);
+  });
+
   it('refuses replicas it cannot place, naming the live hosts', async () => {
     const a = await makeHost('hA');
     await expectBerthError(a.ops.create('db', { replicas: '2' }), 'ERR_INVALID_OPTION', /needs 1 other live host\(s\); live hosts besides this one: none/);

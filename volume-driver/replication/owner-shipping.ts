@@ -31,8 +31,13 @@ export interface OwnerShippingDeps {
 export class OwnerShipping {
   /** Replica hosts seen without a lease, and since when (forgotten when they come back). */
   private readonly goneSince = new Map<string, number>();
-  /** When the owner last looked for changes to snapshot, per volume, whether it took one, and the newest snapshot then. */
-  private readonly lastLook = new Map<string, { at: number; shipped: boolean; newest: string }>();
+  /** When the owner last looked for changes to snapshot, per volume, and whether it took one. */
+  private readonly lastLook = new Map<string, { at: number; shipped: boolean }>();
+  /**
+   * Per volume, the owner's last look that found the data unchanged since a snapshot: kept when newer
+   * snapshots follow, since a replica still holding that one lacks only changes made after the look.
+   */
+  private readonly lastUnchanged = new Map<string, { at: number; id: string }>();
 
   constructor(private readonly deps: OwnerShippingDeps) {}
 
@@ -53,24 +58,26 @@ export class OwnerShipping {
     const at = Date.now();
     const chain = this.deps.chain();
     const { id, taken } = await chain.snapshotIfChanged(record, false);
-    this.lastLook.set(record.name, { at, shipped: taken, newest: id });
+    this.lastLook.set(record.name, { at, shipped: taken });
+    if (!taken) this.lastUnchanged.set(record.name, { at, id });
     await chain.prune(record, this.deps.recentlySent(record.name));
     return every;
   }
 
   /**
-   * When the owner last found the live data unchanged since chain snapshot `id` (its latest look took
-   * nothing), in ms since the epoch: changes a replica holding `id` lacks were made after that. Written
+   * When the owner last found the live data unchanged since chain snapshot `id`, in ms since the epoch:
+   * changes a replica holding `id` lacks were made after that, whatever snapshots came since. Written
    * back changes count (the look reads the filesystem), as every fsync'ed write is.
    */
   unchangedSince(volume: string, id: string): number | undefined {
-    const last = this.lastLook.get(volume);
-    return last !== undefined && !last.shipped && last.newest === id ? last.at : undefined;
+    const last = this.lastUnchanged.get(volume);
+    return last?.id === id ? last.at : undefined;
   }
 
   /** The volume is gone (or no longer owned here): its cadence starts afresh next time. */
   forget(volume: string): void {
     this.lastLook.delete(volume);
+    this.lastUnchanged.delete(volume);
   }
 
   /**
