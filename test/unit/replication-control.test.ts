@@ -238,17 +238,26 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
     }, { timeoutMs: 10_000, intervalMs: 100, description: 'hB to hold a third snapshot while hA keeps writing' });
   });
 
-  it('counts lag from the owner\'s last look that found nothing new, not from the age of an old snapshot', async () => {
+  // A type, not an interface: inspect's record (an index signature) converts only to a type literal.
+  type LagView = { head: string | null; replicas: { lagSeconds: number | null; snapshot: string | null; snapshotTakenAt: string }[] };
+
+  /** `db` on hA (replicate-every 1s) held in sync by hB; returns hA's view of its replication. */
+  async function volumeInSync(): Promise<{ a: TestHost; b: TestHost; view: () => Promise<LagView> }> {
     const a = await makeHost('hA');
     const b = await makeHost('hB');
     await a.ops.create('db', { replicas: '2', 'replicate-every': '1s' });
     await write(a, 'db', 'v1');
     await replicaHolds(b, 'db', 'v1');
-    const replicaView = async () => ((await a.ops.inspect('db')).replication as { replicas: { lagSeconds: number | null; snapshotTakenAt: string }[] }).replicas[0]!;
-    await waitUntil(async () => (await replicaView()).lagSeconds === 0, { timeoutMs: 10_000, description: 'hB to be in sync' });
+    const view = async (): Promise<LagView> => (await a.ops.inspect('db')).replication as LagView;
+    await waitUntil(async () => (await view()).replicas[0]!.lagSeconds === 0, { timeoutMs: 10_000, description: 'hB to be in sync' });
+    return { a, b, view };
+  }
+
+  it('counts lag from the owner\'s last look that found nothing new, not from the age of an old snapshot', async () => {
+    const { a, view: replication } = await volumeInSync();
     await new Promise((resolve) => setTimeout(resolve, 4000)); // idle: the owner looks every second and finds nothing
     await write(a, 'db', 'v2');
-    const view = await replicaView();
+    const view = (await replication()).replicas[0]!;
     const snapshotAge = (Date.now() - Date.parse(view.snapshotTakenAt)) / 1000;
     expect(snapshotAge).to.be.greaterThan(4);
     // Behind, but only since the owner's last look (at most one interval ago), not for the snapshot's whole age.
@@ -256,13 +265,7 @@ describe('replication control plane: ownership, handoff, failover, fencing', fun
   });
 
   it('keeps counting lag from that look after the owner took newer snapshots the replica lacks', async () => {
-    const a = await makeHost('hA');
-    const b = await makeHost('hB');
-    await a.ops.create('db', { replicas: '2', 'replicate-every': '1s' });
-    await write(a, 'db', 'v1');
-    await replicaHolds(b, 'db', 'v1');
-    const view = async () => (await a.ops.inspect('db')).replication as { head: string | null; replicas: { lagSeconds: number | null; snapshot: string | null; snapshotTakenAt: string }[] };
-    await waitUntil(async () => (await view()).replicas[0]!.lagSeconds === 0, { timeoutMs: 10_000, description: 'hB to be in sync' });
+    const { a, b, view } = await volumeInSync();
     await b.stop(); // hB receives nothing more
     await new Promise((resolve) => setTimeout(resolve, 4000)); // idle: the owner looks every second and finds nothing
     const written = Date.now();
